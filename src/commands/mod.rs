@@ -1,0 +1,3 @@
+//! Implementations of the CLI subcommands (the binary only parses arguments and calls these).
+
+pub mod probe;

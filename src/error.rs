@@ -1,0 +1,99 @@
+//! Typed errors of the library: callers branch on the variant, the CLI maps them to exit codes.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong inside the library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The input path does not exist.
+    #[error("{}: no such file or directory", path.display())]
+    NotFound {
+        /// The missing path.
+        path: PathBuf,
+    },
+    /// The input exists but is neither a video, an image nor a folder of frames.
+    #[error("{}: not a video, an image or a folder of frames ({reason})", path.display())]
+    NotAVideo {
+        /// The offending input.
+        path: PathBuf,
+        /// What was found instead.
+        reason: String,
+    },
+    /// The container or codec needs a feature this build lacks.
+    #[error("{}: {what} is not supported by this build; rebuild with `--features {feature}` to read it", path.display())]
+    UnsupportedCodec {
+        /// The offending input.
+        path: PathBuf,
+        /// The container/codec found (e.g. "H.265 (hvc1) in mp4").
+        what: String,
+        /// The cargo feature that adds support.
+        feature: &'static str,
+    },
+    /// The input holds no frame at all.
+    #[error("{}: the video has zero frames", path.display())]
+    NoFrames {
+        /// The empty input.
+        path: PathBuf,
+    },
+    /// Frames of one video differ in size (the reference assumes one size per video).
+    #[error("{}: frame size {found_w}x{found_h} differs from {expected_w}x{expected_h} of {}", path.display(), first.display())]
+    MixedFrameSizes {
+        /// The first frame whose size differs.
+        path: PathBuf,
+        /// The frame the size was taken from.
+        first: PathBuf,
+        /// Width of `first`.
+        expected_w: u32,
+        /// Height of `first`.
+        expected_h: u32,
+        /// Width of `path`.
+        found_w: u32,
+        /// Height of `path`.
+        found_h: u32,
+    },
+    /// A frame could not be decoded.
+    #[error("{}: frame {index} could not be decoded: {reason}", path.display())]
+    CorruptFrame {
+        /// The file holding the frame (the frame file itself for folders).
+        path: PathBuf,
+        /// Zero-based frame index.
+        index: usize,
+        /// Decoder message.
+        reason: String,
+    },
+    /// A malformed value given by the caller (argument, JSON, RLE, ...).
+    #[error("{0}")]
+    Invalid(String),
+    /// An I/O failure while reading or writing `path`.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Any other runtime failure (encoder, serialization, ...).
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl Error {
+    /// Process exit code for this error: 2 for bad usage or input, 1 for runtime failures.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Io { .. } | Error::Runtime(_) => 1,
+            _ => 2,
+        }
+    }
+
+    /// Wraps an `std::io::Error` with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Result alias used throughout the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,15 @@
+//! videolisa: segment the object a sentence describes in every frame of a video.
+//!
+//! A re-implementation of VideoLISA ("One Token to Seg Them All", NeurIPS 2024) on candle.
+//! This crate is the library; the `videolisa` binary is a thin command line on top of it.
+
+pub mod commands;
+pub mod demo;
+pub mod error;
+pub mod output;
+pub mod preprocess;
+pub mod progress;
+pub mod sampling;
+pub mod video;
+
+pub use error::{Error, Result};

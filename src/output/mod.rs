@@ -1,0 +1,169 @@
+//! Mask outputs: 0/255 PNGs named after the input frames, DAVIS-palette indexed PNGs, overlays
+//! (PNG frames and an H.264 mp4), COCO RLE JSON. Every file is written atomically.
+
+pub mod atomic;
+pub mod mp4;
+pub mod rle;
+
+use crate::error::{Error, Result};
+use image::{GrayImage, RgbImage};
+use std::path::Path;
+
+pub use atomic::{write_atomic, AtomicFile};
+pub use mp4::Mp4VideoWriter;
+pub use rle::Rle;
+
+/// The DAVIS / PASCAL VOC palette: colour of object id `i` (bit-interleaved id bits).
+pub fn davis_palette() -> [[u8; 3]; 256] {
+    let mut pal = [[0u8; 3]; 256];
+    for (i, entry) in pal.iter_mut().enumerate() {
+        let mut c = i;
+        for j in 0..8 {
+            for (ch, v) in entry.iter_mut().enumerate() {
+                *v |= (((c >> ch) & 1) as u8) << (7 - j);
+            }
+            c >>= 3;
+        }
+    }
+    pal
+}
+
+fn png_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Runtime(format!("{}: cannot encode PNG: {e}", path.display()))
+}
+
+/// Writes a binary mask as an 8-bit grayscale PNG: 0 where `mask` is 0, `value` elsewhere
+/// (255 for the usual layout, 100 for the Ref-DAVIS raw layout).
+pub fn write_mask_png(path: &Path, mask: &GrayImage, value: u8) -> Result<()> {
+    let (w, h) = mask.dimensions();
+    let data: Vec<u8> = mask.as_raw().iter().map(|&v| if v != 0 { value } else { 0 }).collect();
+    write_png(path, w, h, png::ColorType::Grayscale, None, &data)
+}
+
+/// Writes an indexed (palette) PNG with the DAVIS palette: each value is an object id.
+pub fn write_indexed_png(path: &Path, ids: &GrayImage) -> Result<()> {
+    let pal: Vec<u8> = davis_palette().iter().flatten().copied().collect();
+    let (w, h) = ids.dimensions();
+    write_png(path, w, h, png::ColorType::Indexed, Some(&pal), ids.as_raw())
+}
+
+/// Writes an RGB image as PNG.
+pub fn write_rgb_png(path: &Path, img: &RgbImage) -> Result<()> {
+    let (w, h) = img.dimensions();
+    write_png(path, w, h, png::ColorType::Rgb, None, img.as_raw())
+}
+
+fn write_png(
+    path: &Path,
+    w: u32,
+    h: u32,
+    color: png::ColorType,
+    palette: Option<&[u8]>,
+    data: &[u8],
+) -> Result<()> {
+    write_atomic(path, |f| {
+        let mut enc = png::Encoder::new(f, w, h);
+        enc.set_color(color);
+        enc.set_depth(png::BitDepth::Eight);
+        if let Some(p) = palette {
+            enc.set_palette(p.to_vec());
+        }
+        let mut wr = enc.write_header().map_err(|e| png_err(path, e))?;
+        wr.write_image_data(data).map_err(|e| png_err(path, e))?;
+        wr.finish().map_err(|e| png_err(path, e))?;
+        Ok(())
+    })
+}
+
+/// Reads a mask PNG (grayscale, indexed or RGB) as raw values: palette indices for indexed
+/// PNGs, the gray level otherwise (RGB masks are reduced to "any channel nonzero" → 255).
+pub fn read_mask_png(path: &Path) -> Result<GrayImage> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut dec = png::Decoder::new(std::io::BufReader::new(file));
+    dec.set_transformations(png::Transformations::STRIP_16);
+    let mut reader = dec
+        .read_info()
+        .map_err(|e| Error::Invalid(format!("{}: not a readable PNG: {e}", path.display())))?;
+    let mut buf = vec![0u8; reader.output_buffer_size()];
+    let info = reader
+        .next_frame(&mut buf)
+        .map_err(|e| Error::Invalid(format!("{}: corrupt PNG: {e}", path.display())))?;
+    let (w, h) = (info.width, info.height);
+    let n = (w * h) as usize;
+    let bytes = &buf[..info.buffer_size()];
+    let data: Vec<u8> = match (info.color_type, info.bit_depth) {
+        (png::ColorType::Grayscale | png::ColorType::Indexed, png::BitDepth::Eight) => bytes.to_vec(),
+        (png::ColorType::Grayscale | png::ColorType::Indexed, depth) => {
+            let bits = depth as usize;
+            let per_row = (w as usize * bits).div_ceil(8);
+            let mut v = Vec::with_capacity(n);
+            for y in 0..h as usize {
+                let row = &bytes[y * per_row..(y + 1) * per_row];
+                for x in 0..w as usize {
+                    let bit = x * bits;
+                    let byte = row[bit / 8];
+                    let shift = 8 - bits - (bit % 8);
+                    v.push((byte >> shift) & ((1u16 << bits) - 1) as u8);
+                }
+            }
+            v
+        }
+        (png::ColorType::GrayscaleAlpha, _) => bytes.chunks(2).map(|c| c[0]).collect(),
+        (png::ColorType::Rgb, _) => bytes.chunks(3).map(|c| if c.iter().any(|&v| v != 0) { 255 } else { 0 }).collect(),
+        (png::ColorType::Rgba, _) => bytes.chunks(4).map(|c| if c[..3].iter().any(|&v| v != 0) { 255 } else { 0 }).collect(),
+    };
+    GrayImage::from_raw(w, h, data)
+        .ok_or_else(|| Error::Invalid(format!("{}: unexpected PNG buffer size", path.display())))
+}
+
+/// Blends object colours onto a frame: each pixel with a nonzero id is mixed 50/50 with the
+/// DAVIS colour of that id (id 1 = red-ish; `chat.py` uses pure red for its single mask).
+pub fn overlay(frame: &RgbImage, ids: &GrayImage) -> RgbImage {
+    let pal = davis_palette();
+    let mut out = frame.clone();
+    for (p, &id) in out.pixels_mut().zip(ids.as_raw()) {
+        if id != 0 {
+            let c = if id == 1 { [255, 0, 0] } else { pal[id as usize] };
+            for ch in 0..3 {
+                p.0[ch] = ((u16::from(p.0[ch]) + u16::from(c[ch])) / 2) as u8;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn palette_matches_davis() {
+        let p = davis_palette();
+        assert_eq!(p[0], [0, 0, 0]);
+        assert_eq!(p[1], [128, 0, 0]);
+        assert_eq!(p[2], [0, 128, 0]);
+        assert_eq!(p[3], [128, 128, 0]);
+        assert_eq!(p[4], [0, 0, 128]);
+        assert_eq!(p[8], [64, 0, 0]);
+        assert_eq!(p[255], [224, 224, 192]);
+    }
+
+    #[test]
+    fn png_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = GrayImage::new(7, 5);
+        m.put_pixel(2, 3, image::Luma([1]));
+        m.put_pixel(6, 4, image::Luma([3]));
+        let p = dir.path().join("m.png");
+        write_mask_png(&p, &m, 255).unwrap();
+        let r = read_mask_png(&p).unwrap();
+        assert_eq!(r.get_pixel(2, 3).0[0], 255);
+        assert_eq!(r.get_pixel(6, 4).0[0], 255);
+        assert_eq!(r.get_pixel(0, 0).0[0], 0);
+        let q = dir.path().join("i.png");
+        write_indexed_png(&q, &m).unwrap();
+        assert_eq!(read_mask_png(&q).unwrap(), m);
+        let o = overlay(&RgbImage::new(7, 5), &m);
+        assert_eq!(o.get_pixel(2, 3).0, [127, 0, 0]);
+    }
+}

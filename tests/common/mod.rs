@@ -1,0 +1,51 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use image::RgbImage;
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+
+/// Path of a committed fixture.
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// Path inside the repository.
+pub fn repo(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// Hex SHA-256 of bytes.
+pub fn sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Little-endian bytes of f32 values.
+pub fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// The deterministic test image of tools/reference/common.py::test_image.
+pub fn test_image(w: u32, h: u32, seed: u64) -> RgbImage {
+    RgbImage::from_fn(w, h, |x, y| {
+        let mut px = [0u8; 3];
+        for (c, v) in px.iter_mut().enumerate() {
+            let (xi, yi, ci) = (u64::from(x), u64::from(y), c as u64);
+            let ramp = (xi * (ci + 1) * 3 + yi * (3 - ci) * 5 + seed * 17) % 256;
+            let noise = (h32(xi, yi, ci, seed) % 64) as i64 - 32;
+            *v = (ramp as i64 + noise).clamp(0, 255) as u8;
+        }
+        image::Rgb(px)
+    })
+}
+
+/// The 32-bit hash of tools/reference/common.py::h32.
+pub fn h32(x: u64, y: u64, c: u64, seed: u64) -> u64 {
+    let mut v = (x.wrapping_mul(73_856_093) ^ y.wrapping_mul(19_349_663) ^ c.wrapping_mul(83_492_791)
+        ^ seed.wrapping_mul(2_654_435_761))
+        & 0xFFFF_FFFF;
+    v ^= v >> 13;
+    v = (v * 0x5BD1_E995) & 0xFFFF_FFFF;
+    v ^= v >> 15;
+    v
+}
