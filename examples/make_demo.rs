@@ -10,7 +10,9 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mp4_only = args.iter().any(|a| a == "--mp4-only");
     let pos: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
-    let out = pos.first().map_or_else(|| PathBuf::from("examples/demo"), PathBuf::from);
+    let out = pos
+        .first()
+        .map_or_else(|| PathBuf::from("examples/demo"), PathBuf::from);
     let mut clip = DemoClip::default();
     if pos.len() >= 5 {
         clip.frames = pos[1].parse()?;
@@ -21,6 +23,12 @@ fn main() -> anyhow::Result<()> {
     let pb = videolisa::progress::bar(clip.frames as u64, "render");
     clip.write(&out, mp4_only, |_| pb.inc(1))?;
     pb.finish_and_clear();
-    println!("wrote {} frames of {}x{} to {}", clip.frames, clip.width, clip.height, out.display());
+    println!(
+        "wrote {} frames of {}x{} to {}",
+        clip.frames,
+        clip.width,
+        clip.height,
+        out.display()
+    );
     Ok(())
 }

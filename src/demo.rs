@@ -42,7 +42,10 @@ impl DemoClip {
             0.0
         };
         let r = 0.12 * h;
-        let (cx, cy) = (w * (0.15 + 0.7 * t), h * (0.5 + 0.25 * (t * std::f64::consts::TAU).sin()));
+        let (cx, cy) = (
+            w * (0.15 + 0.7 * t),
+            h * (0.5 + 0.25 * (t * std::f64::consts::TAU).sin()),
+        );
         let side = 0.25 * h;
         let (sx, sy) = (w * (0.8 - 0.6 * t) - side / 2.0, h * (0.15 + 0.55 * t));
         let mut img = RgbImage::new(self.width, self.height);

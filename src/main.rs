@@ -80,7 +80,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            let code = e.downcast_ref::<videolisa::Error>().map_or(1, videolisa::Error::exit_code);
+            let code = e
+                .downcast_ref::<videolisa::Error>()
+                .map_or(1, videolisa::Error::exit_code);
             ExitCode::from(code as u8)
         }
     }

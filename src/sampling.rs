@@ -21,7 +21,9 @@ impl Sampling {
     /// Samples `n_sparse` sparse and `n_dense` dense frames from a video of `total` frames.
     pub fn new(total: usize, n_sparse: usize, n_dense: usize) -> Result<Self> {
         if total == 0 {
-            return Err(Error::Invalid("cannot sample frames from a video with zero frames".into()));
+            return Err(Error::Invalid(
+                "cannot sample frames from a video with zero frames".into(),
+            ));
         }
         if n_sparse == 0 || n_dense == 0 {
             return Err(Error::Invalid(format!(
@@ -139,7 +141,10 @@ mod tests {
     #[test]
     fn worked_examples() {
         let s = Sampling::new(100, 32, 4).unwrap();
-        assert_eq!(&s.sparse[..17], &[1, 4, 7, 10, 13, 16, 19, 22, 26, 29, 32, 35, 38, 41, 44, 47, 51]);
+        assert_eq!(
+            &s.sparse[..17],
+            &[1, 4, 7, 10, 13, 16, 19, 22, 26, 29, 32, 35, 38, 41, 44, 47, 51]
+        );
         assert_eq!(*s.sparse.last().unwrap(), 97);
         assert_eq!(s.dense, vec![3, 10, 18, 26]);
         assert_eq!(s.dense_frames(), vec![10, 32, 57, 82]);

@@ -45,7 +45,11 @@ fn clip_and_sam_transforms_match_reference() {
             im["seed"].as_u64().unwrap(),
         );
         let img = test_image(w, h, seed);
-        assert_eq!(sha256(img.as_raw()), im["input_sha256"].as_str().unwrap(), "{w}x{h}: test image generator");
+        assert_eq!(
+            sha256(img.as_raw()),
+            im["input_sha256"].as_str().unwrap(),
+            "{w}x{h}: test image generator"
+        );
         for (name, t) in [("clip", &im["clip"]), ("sam", &im["sam"])] {
             let (resized, planar) = if name == "clip" {
                 (clip.resize(&img), clip.apply(&img))
@@ -55,11 +59,18 @@ fn clip_and_sam_transforms_match_reference() {
             let what = format!("{name} {w}x{h}");
             assert_eq!(
                 [u64::from(resized.width()), u64::from(resized.height())],
-                [t["resized"][0].as_u64().unwrap(), t["resized"][1].as_u64().unwrap()],
+                [
+                    t["resized"][0].as_u64().unwrap(),
+                    t["resized"][1].as_u64().unwrap()
+                ],
                 "{what}: resized size"
             );
             check_u8_samples(resized.as_raw(), &t["resized_samples"], &what);
-            assert_eq!(sha256(resized.as_raw()), t["resized_sha256"].as_str().unwrap(), "{what}: resized bytes");
+            assert_eq!(
+                sha256(resized.as_raw()),
+                t["resized_sha256"].as_str().unwrap(),
+                "{what}: resized bytes"
+            );
             let err = sample_err(&planar.data, &t["pixel_values_samples"]);
             assert!(err <= 1e-6, "{what}: normalized max error {err}");
             worst = worst.max(err);
@@ -77,12 +88,31 @@ fn clip_and_sam_transforms_match_reference() {
 fn pil_resize_grid_matches_pillow() {
     let doc = load();
     let src = &doc["pil_resize"]["src"];
-    let img = test_image(src[0].as_u64().unwrap() as u32, src[1].as_u64().unwrap() as u32, src[2].as_u64().unwrap());
+    let img = test_image(
+        src[0].as_u64().unwrap() as u32,
+        src[1].as_u64().unwrap() as u32,
+        src[2].as_u64().unwrap(),
+    );
     let cases = doc["pil_resize"]["cases"].as_array().unwrap();
     for c in cases {
-        let (w, h) = (c["w"].as_u64().unwrap() as usize, c["h"].as_u64().unwrap() as usize);
-        let f = if c["filter"] == "bilinear" { Filter::Bilinear } else { Filter::Bicubic };
-        let out = resize(img.as_raw(), img.width() as usize, img.height() as usize, 3, w, h, f);
+        let (w, h) = (
+            c["w"].as_u64().unwrap() as usize,
+            c["h"].as_u64().unwrap() as usize,
+        );
+        let f = if c["filter"] == "bilinear" {
+            Filter::Bilinear
+        } else {
+            Filter::Bicubic
+        };
+        let out = resize(
+            img.as_raw(),
+            img.width() as usize,
+            img.height() as usize,
+            3,
+            w,
+            h,
+            f,
+        );
         let what = format!("{f:?} 23x17 -> {w}x{h}");
         check_u8_samples(&out, &c["samples"], &what);
         assert_eq!(sha256(&out), c["sha256"].as_str().unwrap(), "{what}");

@@ -17,7 +17,16 @@ fn matches_numpy_reference() {
         let dense: Vec<i64> = parts[2].split_whitespace().map(|v| v.parse().unwrap()).collect();
         assert_eq!(sparse_indices(t, ns), sparse, "T={t} sparse={ns}");
         // Python negative indices address from the end of the sparse list.
-        let dense: Vec<usize> = dense.iter().map(|&d| if d < 0 { (d + ns as i64) as usize } else { d as usize }).collect();
+        let dense: Vec<usize> = dense
+            .iter()
+            .map(|&d| {
+                if d < 0 {
+                    (d + ns as i64) as usize
+                } else {
+                    d as usize
+                }
+            })
+            .collect();
         assert_eq!(dense_indices(ns, nd), dense, "sparse={ns} dense={nd}");
         n += 1;
     }
@@ -34,7 +43,9 @@ fn transcription(total: usize, n: usize) -> Vec<i64> {
             (i as f64 * (total as f64 / n as f64)) as i64
         }
     };
-    (0..n).map(|i| (bound(i) + bound(i + 1) - 1).div_euclid(2)).collect()
+    (0..n)
+        .map(|i| (bound(i) + bound(i + 1) - 1).div_euclid(2))
+        .collect()
 }
 
 #[test]

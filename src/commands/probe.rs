@@ -35,7 +35,11 @@ impl std::str::FromStr for FrameSelection {
             "all" => Ok(FrameSelection::All),
             _ => s
                 .split(',')
-                .map(|p| p.trim().parse::<usize>().map_err(|_| format!("'{p}' is not a frame index")))
+                .map(|p| {
+                    p.trim()
+                        .parse::<usize>()
+                        .map_err(|_| format!("'{p}' is not a frame index"))
+                })
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map(FrameSelection::List),
         }
@@ -93,7 +97,11 @@ pub fn run(input: &Path, opts: &ProbeOptions) -> Result<ProbeReport> {
     let video = Video::open(input)?;
     let info = video.info().clone();
     let sampling = Sampling::new(info.frames, opts.sparse, opts.dense)?;
-    let decode = if opts.decode { Some(decode_all(&video)?) } else { None };
+    let decode = if opts.decode {
+        Some(decode_all(&video)?)
+    } else {
+        None
+    };
     let mut dumped = Vec::new();
     if let Some(dir) = &opts.dump {
         let frames: Vec<usize> = match &opts.frames {
@@ -164,7 +172,13 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 /// Writes one frame's model inputs: `clip.pixel_values` [3,336,336] f32, `sam.pixel_values`
 /// [3,1024,1024] f32, the u8 resizes `clip.resized` / `sam.resized` [h,w,3], and the frame
 /// `rgb` [H,W,3]; metadata holds the frame index and the sizes.
-pub fn write_dump(path: &Path, index: usize, img: &RgbImage, clip: &ClipTransform, sam: &SamTransform) -> Result<()> {
+pub fn write_dump(
+    path: &Path,
+    index: usize,
+    img: &RgbImage,
+    clip: &ClipTransform,
+    sam: &SamTransform,
+) -> Result<()> {
     let clip_resized = clip.resize(img);
     let sam_resized = sam.resize(img);
     let clip_in: Planar = clip.apply(img);
@@ -173,21 +187,42 @@ pub fn write_dump(path: &Path, index: usize, img: &RgbImage, clip: &ClipTransfor
     let sam_bytes = f32_bytes(&sam_in.data);
     let hwc = |i: &RgbImage| vec![i.height() as usize, i.width() as usize, 3];
     let tensors = vec![
-        ("clip.pixel_values", view(Dtype::F32, clip_in.shape().to_vec(), &clip_bytes)?),
-        ("sam.pixel_values", view(Dtype::F32, sam_in.shape().to_vec(), &sam_bytes)?),
-        ("clip.resized", view(Dtype::U8, hwc(&clip_resized), clip_resized.as_raw())?),
-        ("sam.resized", view(Dtype::U8, hwc(&sam_resized), sam_resized.as_raw())?),
+        (
+            "clip.pixel_values",
+            view(Dtype::F32, clip_in.shape().to_vec(), &clip_bytes)?,
+        ),
+        (
+            "sam.pixel_values",
+            view(Dtype::F32, sam_in.shape().to_vec(), &sam_bytes)?,
+        ),
+        (
+            "clip.resized",
+            view(Dtype::U8, hwc(&clip_resized), clip_resized.as_raw())?,
+        ),
+        (
+            "sam.resized",
+            view(Dtype::U8, hwc(&sam_resized), sam_resized.as_raw())?,
+        ),
         ("rgb", view(Dtype::U8, hwc(img), img.as_raw())?),
     ];
     let meta: HashMap<String, String> = [
         ("frame".to_string(), index.to_string()),
-        ("original_size".to_string(), format!("{},{}", img.height(), img.width())),
-        ("sam_input_size".to_string(), format!("{},{}", sam_resized.height(), sam_resized.width())),
+        (
+            "original_size".to_string(),
+            format!("{},{}", img.height(), img.width()),
+        ),
+        (
+            "sam_input_size".to_string(),
+            format!("{},{}", sam_resized.height(), sam_resized.width()),
+        ),
     ]
     .into_iter()
     .collect();
-    let bytes = safetensors::serialize(tensors, Some(meta)).map_err(|e| Error::Runtime(format!("safetensors: {e}")))?;
-    write_atomic(path, |w| std::io::Write::write_all(w, &bytes).map_err(|e| Error::io(path, e)))
+    let bytes = safetensors::serialize(tensors, Some(meta))
+        .map_err(|e| Error::Runtime(format!("safetensors: {e}")))?;
+    write_atomic(path, |w| {
+        std::io::Write::write_all(w, &bytes).map_err(|e| Error::io(path, e))
+    })
 }
 
 /// Human-readable report.
@@ -203,9 +238,15 @@ pub fn render_text(r: &ProbeReport) -> String {
         None => s += "fps:     -\n",
     }
     s += &format!("sparse:  {:?}\n", r.sparse_indices);
-    s += &format!("dense:   {:?} (sparse positions) = frames {:?}\n", r.dense_indices, r.dense_frames);
+    s += &format!(
+        "dense:   {:?} (sparse positions) = frames {:?}\n",
+        r.dense_indices, r.dense_frames
+    );
     if let Some(d) = &r.decode {
-        s += &format!("decode:  {} frames in {:.2} s = {:.1} frames/s\n", d.frames, d.seconds, d.fps);
+        s += &format!(
+            "decode:  {} frames in {:.2} s = {:.1} frames/s\n",
+            d.frames, d.seconds, d.fps
+        );
     }
     for p in &r.dumped {
         s += &format!("dumped:  {}\n", p.display());
@@ -220,7 +261,10 @@ mod tests {
     #[test]
     fn parses_selection() {
         assert_eq!("dense".parse::<FrameSelection>().unwrap(), FrameSelection::Dense);
-        assert_eq!("1, 5,9".parse::<FrameSelection>().unwrap(), FrameSelection::List(vec![1, 5, 9]));
+        assert_eq!(
+            "1, 5,9".parse::<FrameSelection>().unwrap(),
+            FrameSelection::List(vec![1, 5, 9])
+        );
         assert!("x".parse::<FrameSelection>().is_err());
     }
 }

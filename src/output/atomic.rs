@@ -19,7 +19,9 @@ pub struct TempGuard {
 impl TempGuard {
     /// Flushes and syncs `writer` (the temporary file), then renames it onto the target.
     pub fn commit(mut self, writer: BufWriter<File>) -> Result<()> {
-        let f = writer.into_inner().map_err(|e| Error::io(&self.tmp, e.into_error()))?;
+        let f = writer
+            .into_inner()
+            .map_err(|e| Error::io(&self.tmp, e.into_error()))?;
         f.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
         drop(f);
         std::fs::rename(&self.tmp, &self.target).map_err(|e| Error::io(&self.target, e))?;
@@ -46,7 +48,10 @@ pub struct AtomicFile {
 impl AtomicFile {
     /// Creates the temporary file (and the target's parent folders).
     pub fn create(target: &Path) -> Result<Self> {
-        let parent = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let parent = target
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         let name = target
             .file_name()

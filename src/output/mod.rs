@@ -2,6 +2,7 @@
 //! (PNG frames and an H.264 mp4), COCO RLE JSON. Every file is written atomically.
 
 pub mod atomic;
+pub mod frames;
 pub mod mp4;
 pub mod rle;
 
@@ -10,6 +11,7 @@ use image::{GrayImage, RgbImage};
 use std::path::Path;
 
 pub use atomic::{write_atomic, AtomicFile};
+pub use frames::{FrameOutputs, OutputFormats};
 pub use mp4::Mp4VideoWriter;
 pub use rle::Rle;
 
@@ -36,7 +38,11 @@ fn png_err(path: &Path, e: impl std::fmt::Display) -> Error {
 /// (255 for the usual layout, 100 for the Ref-DAVIS raw layout).
 pub fn write_mask_png(path: &Path, mask: &GrayImage, value: u8) -> Result<()> {
     let (w, h) = mask.dimensions();
-    let data: Vec<u8> = mask.as_raw().iter().map(|&v| if v != 0 { value } else { 0 }).collect();
+    let data: Vec<u8> = mask
+        .as_raw()
+        .iter()
+        .map(|&v| if v != 0 { value } else { 0 })
+        .collect();
     write_png(path, w, h, png::ColorType::Grayscale, None, &data)
 }
 
@@ -109,8 +115,14 @@ pub fn read_mask_png(path: &Path) -> Result<GrayImage> {
             v
         }
         (png::ColorType::GrayscaleAlpha, _) => bytes.chunks(2).map(|c| c[0]).collect(),
-        (png::ColorType::Rgb, _) => bytes.chunks(3).map(|c| if c.iter().any(|&v| v != 0) { 255 } else { 0 }).collect(),
-        (png::ColorType::Rgba, _) => bytes.chunks(4).map(|c| if c[..3].iter().any(|&v| v != 0) { 255 } else { 0 }).collect(),
+        (png::ColorType::Rgb, _) => bytes
+            .chunks(3)
+            .map(|c| if c.iter().any(|&v| v != 0) { 255 } else { 0 })
+            .collect(),
+        (png::ColorType::Rgba, _) => bytes
+            .chunks(4)
+            .map(|c| if c[..3].iter().any(|&v| v != 0) { 255 } else { 0 })
+            .collect(),
     };
     GrayImage::from_raw(w, h, data)
         .ok_or_else(|| Error::Invalid(format!("{}: unexpected PNG buffer size", path.display())))
@@ -124,8 +136,8 @@ pub fn overlay(frame: &RgbImage, ids: &GrayImage) -> RgbImage {
     for (p, &id) in out.pixels_mut().zip(ids.as_raw()) {
         if id != 0 {
             let c = if id == 1 { [255, 0, 0] } else { pal[id as usize] };
-            for ch in 0..3 {
-                p.0[ch] = ((u16::from(p.0[ch]) + u16::from(c[ch])) / 2) as u8;
+            for (v, &cv) in p.0.iter_mut().zip(&c) {
+                *v = ((u16::from(*v) + u16::from(cv)) / 2) as u8;
             }
         }
     }

@@ -72,8 +72,11 @@ impl Mp4VideoWriter {
             .rate_control_mode(RateControlMode::Quality)
             .bitrate(BitRate::from_bps(bits))
             .qp(QpRange::new(4, 30))
-            .intra_frame_period(IntraFramePeriod::from_num_frames((fps * 2.0).round().max(1.0) as u32));
-        let encoder = Encoder::with_api_config(OpenH264API::from_source(), config).map_err(|e| enc_err(path, e))?;
+            .intra_frame_period(IntraFramePeriod::from_num_frames(
+                (fps * 2.0).round().max(1.0) as u32
+            ));
+        let encoder =
+            Encoder::with_api_config(OpenH264API::from_source(), config).map_err(|e| enc_err(path, e))?;
         Ok(Mp4VideoWriter {
             file: Some(AtomicFile::create(path)?),
             guard: None,
@@ -102,10 +105,13 @@ impl Mp4VideoWriter {
         let rgb: &[u8] = if (w, h) == (self.width, self.height) {
             frame.as_raw()
         } else {
-            padded = RgbImage::from_fn(self.width, self.height, |x, y| *frame.get_pixel(x.min(w - 1), y.min(h - 1)));
+            padded = RgbImage::from_fn(self.width, self.height, |x, y| {
+                *frame.get_pixel(x.min(w - 1), y.min(h - 1))
+            });
             padded.as_raw()
         };
-        let yuv = YUVBuffer::from_rgb8_source(RgbSliceU8::new(rgb, (self.width as usize, self.height as usize)));
+        let yuv =
+            YUVBuffer::from_rgb8_source(RgbSliceU8::new(rgb, (self.width as usize, self.height as usize)));
         let path = self.path.clone();
         let bs = self.encoder.encode(&yuv).map_err(|e| enc_err(&path, e))?;
         let sync = matches!(bs.frame_type(), FrameType::IDR | FrameType::I);

@@ -92,11 +92,14 @@ pub fn string_to_counts(s: &str) -> Result<Vec<u32>> {
         let mut x: i64 = 0;
         let mut k = 0u32;
         loop {
-            let b = *bytes
-                .get(p)
-                .ok_or_else(|| Error::Invalid(format!("RLE counts string ends inside a value at byte {p}")))?;
+            let b = *bytes.get(p).ok_or_else(|| {
+                Error::Invalid(format!("RLE counts string ends inside a value at byte {p}"))
+            })?;
             if !(48..48 + 64).contains(&b) {
-                return Err(Error::Invalid(format!("RLE counts string has an invalid character {:?} at byte {p}", b as char)));
+                return Err(Error::Invalid(format!(
+                    "RLE counts string has an invalid character {:?} at byte {p}",
+                    b as char
+                )));
             }
             if k >= 60 {
                 return Err(Error::Invalid(format!("RLE value too long at byte {p}")));
@@ -116,8 +119,7 @@ pub fn string_to_counts(s: &str) -> Result<Vec<u32>> {
         if m > 2 {
             x += i64::from(counts[m - 2]);
         }
-        let v = u32::try_from(x)
-            .map_err(|_| Error::Invalid(format!("RLE run {m} is out of range ({x})")))?;
+        let v = u32::try_from(x).map_err(|_| Error::Invalid(format!("RLE run {m} is out of range ({x})")))?;
         counts.push(v);
     }
     Ok(counts)
@@ -148,16 +150,27 @@ mod tests {
 
     #[test]
     fn reference_vectors() {
-        let r = Rle { size: [4, 5], counts: "5220003".into() };
+        let r = Rle {
+            size: [4, 5],
+            counts: "5220003".into(),
+        };
         assert_eq!(string_to_counts(&r.counts).unwrap(), vec![5, 2, 2, 2, 2, 2, 5]);
         let m = r.decode().unwrap();
         assert_eq!(
             rows(&m),
-            vec![vec![0, 0, 0, 0, 0], vec![0, 1, 1, 1, 0], vec![0, 1, 1, 1, 0], vec![0, 0, 0, 0, 0]]
+            vec![
+                vec![0, 0, 0, 0, 0],
+                vec![0, 1, 1, 1, 0],
+                vec![0, 1, 1, 1, 0],
+                vec![0, 0, 0, 0, 0]
+            ]
         );
         assert_eq!(Rle::encode(&m), r);
 
-        let r = Rle { size: [6, 6], counts: "01=1G09O".into() };
+        let r = Rle {
+            size: [6, 6],
+            counts: "01=1G09O".into(),
+        };
         let m = r.decode().unwrap();
         assert_eq!(
             rows(&m),
@@ -174,7 +187,10 @@ mod tests {
 
         let counts = format!("Tkm2X6h8{}ljU5", "0".repeat(597));
         assert_eq!(counts.len(), 609);
-        let r = Rle { size: [480, 854], counts };
+        let r = Rle {
+            size: [480, 854],
+            counts,
+        };
         let m = r.decode().unwrap();
         let mut expect = GrayImage::new(854, 480);
         for y in 100..300 {
@@ -200,7 +216,12 @@ mod tests {
     fn rejects_garbage() {
         assert!(string_to_counts("5 2").is_err());
         assert!(string_to_counts("\u{7f}").is_err());
-        assert!(Rle { size: [2, 2], counts: "5".into() }.decode().is_err());
+        assert!(Rle {
+            size: [2, 2],
+            counts: "5".into()
+        }
+        .decode()
+        .is_err());
         assert!(string_to_counts("o").is_err()); // continuation bit with nothing after
     }
 }

@@ -30,7 +30,15 @@ impl Planar {
 /// Resizes an RGB image like PIL `Image.resize((w, h), filter)`.
 pub fn resize_rgb(img: &RgbImage, out_w: u32, out_h: u32, filter: Filter) -> RgbImage {
     let (w, h) = img.dimensions();
-    let data = resize(img.as_raw(), w as usize, h as usize, 3, out_w as usize, out_h as usize, filter);
+    let data = resize(
+        img.as_raw(),
+        w as usize,
+        h as usize,
+        3,
+        out_w as usize,
+        out_h as usize,
+        filter,
+    );
     RgbImage::from_raw(out_w, out_h, data).expect("resize returns a full buffer")
 }
 
@@ -53,8 +61,9 @@ impl Default for ClipTransform {
         ClipTransform {
             shortest_edge: 336,
             crop: 336,
-            mean: [0.481_454_66, 0.457_827_5, 0.408_210_73],
-            std: [0.268_629_54, 0.261_302_58, 0.275_777_1],
+            // config values are Python floats; numpy casts them to f32 (decimal → f64 → f32)
+            mean: [0.48145466f64 as f32, 0.4578275f64 as f32, 0.40821073f64 as f32],
+            std: [0.26862954f64 as f32, 0.26130258f64 as f32, 0.27577711f64 as f32],
         }
     }
 }

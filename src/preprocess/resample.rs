@@ -85,7 +85,11 @@ impl AxisCoeffs {
             }
             let row = &mut weights[xx * ksize..(xx + 1) * ksize];
             for x in 0..n {
-                let w = if total != 0.0 { window[x] / total } else { window[x] };
+                let w = if total != 0.0 {
+                    window[x] / total
+                } else {
+                    window[x]
+                };
                 let fixed = w * f64::from(1u32 << PRECISION_BITS);
                 row[x] = if w < 0.0 {
                     (fixed - 0.5) as i32
@@ -138,7 +142,10 @@ pub fn resize(
     filter: Filter,
 ) -> Vec<u8> {
     assert_eq!(src.len(), width * height * channels, "buffer size mismatch");
-    assert!(width > 0 && height > 0 && out_w > 0 && out_h > 0, "zero-sized image");
+    assert!(
+        width > 0 && height > 0 && out_w > 0 && out_h > 0,
+        "zero-sized image"
+    );
     if width == out_w && height == out_h {
         return src.to_vec();
     }

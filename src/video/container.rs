@@ -37,7 +37,10 @@ pub(crate) fn sniff(path: &Path) -> Result<Sniffed> {
     if n >= 8 && &head[4..8] == b"ftyp" {
         return match video_codec(&mut f).map_err(|e| Error::io(path, e))? {
             Some(c) if c == *b"avc1" => Ok(Sniffed::Mp4H264),
-            Some(c) => Ok(Sniffed::OtherVideo(format!("{} video in an mp4/mov container", codec_name(&c)))),
+            Some(c) => Ok(Sniffed::OtherVideo(format!(
+                "{} video in an mp4/mov container",
+                codec_name(&c)
+            ))),
             None => Ok(Sniffed::Unknown("an mp4/mov file without a video track".into())),
         };
     }
@@ -83,9 +86,9 @@ fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
 
 fn is_transport_stream(f: &mut File) -> bool {
     let mut b = [0u8; 1];
-    [188u64, 376].iter().all(|&off| {
-        f.seek(SeekFrom::Start(off)).is_ok() && f.read_exact(&mut b).is_ok() && b[0] == 0x47
-    })
+    [188u64, 376]
+        .iter()
+        .all(|&off| f.seek(SeekFrom::Start(off)).is_ok() && f.read_exact(&mut b).is_ok() && b[0] == 0x47)
 }
 
 /// Human name of a sample-entry fourcc.
@@ -116,7 +119,9 @@ fn video_codec(f: &mut File) -> std::io::Result<Option<[u8; 4]>> {
             return Ok(None);
         }
         if &kind == b"moov" {
-            let body_len = usize::try_from(size - header).unwrap_or(usize::MAX).min(256 << 20);
+            let body_len = usize::try_from(size - header)
+                .unwrap_or(usize::MAX)
+                .min(256 << 20);
             let mut body = vec![0u8; body_len];
             f.read_exact(&mut body)?;
             return Ok(moov_video_codec(&body));

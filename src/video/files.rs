@@ -54,7 +54,9 @@ fn is_frame_file(p: &Path) -> bool {
 }
 
 fn stem(p: &Path) -> String {
-    p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+    p.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Reads only the header of an image file: (width, height, format).
@@ -97,7 +99,9 @@ pub(crate) fn open_folder(dir: &Path) -> Result<(VideoInfo, Vec<PathBuf>)> {
         }
     }
     if paths.is_empty() {
-        return Err(Error::NoFrames { path: dir.to_path_buf() });
+        return Err(Error::NoFrames {
+            path: dir.to_path_buf(),
+        });
     }
     paths.sort_by(|a, b| {
         let na = a.file_name().unwrap_or_default().to_string_lossy();
@@ -146,18 +150,28 @@ pub(crate) fn open_image(path: &Path, format: ImageFormat) -> Result<VideoInfo> 
     })
 }
 
+/// True when a JPEG stream has its end-of-image marker after the last start-of-scan marker.
+/// (Entropy-coded data never holds 0xFF 0xD9, byte stuffing guarantees it.) Decoders
+/// silently grey-fill truncated files, so this is how a cut-off frame is caught.
+fn jpeg_complete(bytes: &[u8]) -> bool {
+    let last_sos = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]).unwrap_or(0);
+    bytes[last_sos..].windows(2).any(|w| w == [0xFF, 0xD9])
+}
+
 /// Decodes frame `index` from its file and checks it has the video's size.
 pub(crate) fn read_frame(path: &Path, index: usize, w: u32, h: u32, first: &Path) -> Result<Frame> {
-    let img = ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| Error::io(path, e))?
-        .decode()
-        .map_err(|e| Error::CorruptFrame {
-            path: path.to_path_buf(),
-            index,
-            reason: e.to_string(),
-        })?
+    let corrupt = |reason: String| Error::CorruptFrame {
+        path: path.to_path_buf(),
+        index,
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let format = image::guess_format(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    if format == ImageFormat::Jpeg && !jpeg_complete(&bytes) {
+        return Err(corrupt("truncated JPEG (no end-of-image marker)".into()));
+    }
+    let img = image::load_from_memory_with_format(&bytes, format)
+        .map_err(|e| corrupt(e.to_string()))?
         .into_rgb8();
     if img.dimensions() != (w, h) {
         return Err(Error::MixedFrameSizes {
@@ -180,7 +194,10 @@ mod tests {
     fn natural_order() {
         let mut v = vec!["f10.jpg", "f2.jpg", "f1.jpg", "f02.jpg", "a.jpg", "f1b.jpg"];
         v.sort_by(|a, b| natural_cmp(a, b));
-        assert_eq!(v, vec!["a.jpg", "f1.jpg", "f1b.jpg", "f02.jpg", "f2.jpg", "f10.jpg"]);
+        assert_eq!(
+            v,
+            vec!["a.jpg", "f1.jpg", "f1b.jpg", "f02.jpg", "f2.jpg", "f10.jpg"]
+        );
         let mut z = vec!["00010.jpg", "00002.jpg", "00000.jpg"];
         z.sort_by(|a, b| natural_cmp(a, b));
         assert_eq!(z, vec!["00000.jpg", "00002.jpg", "00010.jpg"]);

@@ -3,10 +3,10 @@
 //! a time, so memory does not grow with the length of the video.
 
 mod container;
-mod files;
-mod mp4;
 #[cfg(feature = "ffmpeg")]
 mod ffmpeg;
+mod files;
+mod mp4;
 
 use crate::error::{Error, Result};
 use image::RgbImage;
@@ -99,7 +99,13 @@ impl Iterator for Frames<'_> {
                 let i = *next;
                 let path = paths.get(i)?;
                 *next += 1;
-                Some(files::read_frame(path, i, video.info.width, video.info.height, &paths[0]))
+                Some(files::read_frame(
+                    path,
+                    i,
+                    video.info.width,
+                    video.info.height,
+                    &paths[0],
+                ))
             }
             FramesInner::Mp4(m) => m.next(),
             #[cfg(feature = "ffmpeg")]

@@ -56,7 +56,12 @@ pub(crate) fn open(path: &Path) -> Result<(VideoInfo, Mp4Source)> {
         .as_ref()
         .expect("media type H264 implies avc1");
     let mut parameter_sets = Vec::new();
-    for nal in avc1.avcc.sequence_parameter_sets.iter().chain(&avc1.avcc.picture_parameter_sets) {
+    for nal in avc1
+        .avcc
+        .sequence_parameter_sets
+        .iter()
+        .chain(&avc1.avcc.picture_parameter_sets)
+    {
         parameter_sets.extend_from_slice(&START_CODE);
         parameter_sets.extend_from_slice(&nal.bytes);
     }
@@ -72,7 +77,9 @@ pub(crate) fn open(path: &Path) -> Result<(VideoInfo, Mp4Source)> {
         parameter_sets,
     };
     if samples == 0 {
-        return Err(Error::NoFrames { path: path.to_path_buf() });
+        return Err(Error::NoFrames {
+            path: path.to_path_buf(),
+        });
     }
     let mut info = VideoInfo {
         path: path.to_path_buf(),
@@ -85,7 +92,9 @@ pub(crate) fn open(path: &Path) -> Result<(VideoInfo, Mp4Source)> {
         frame_names: (0..samples as usize).map(|i| format!("{i:05}")).collect(),
     };
     // The coded size in the sample entry can differ from the cropped picture: trust the decoder.
-    let first = src.frames(&info)?.next().ok_or_else(|| Error::NoFrames { path: path.to_path_buf() })??;
+    let first = src.frames(&info)?.next().ok_or_else(|| Error::NoFrames {
+        path: path.to_path_buf(),
+    })??;
     info.width = first.image.width();
     info.height = first.image.height();
     Ok((info, src))
@@ -155,7 +164,7 @@ impl Mp4Frames {
     }
 
     /// Rewrites one mp4 sample (length-prefixed NAL units) as an Annex-B packet.
-    fn to_annexb(&mut self, sample: &[u8], sync: bool) -> std::result::Result<(), String> {
+    fn fill_annexb(&mut self, sample: &[u8], sync: bool) -> std::result::Result<(), String> {
         self.annexb.clear();
         if sync || self.next_sample == 1 {
             self.annexb.extend_from_slice(&self.parameter_sets);
@@ -166,7 +175,9 @@ impl Mp4Frames {
             if pos + n > sample.len() {
                 return Err("truncated NAL length".into());
             }
-            let len = sample[pos..pos + n].iter().fold(0usize, |a, &b| (a << 8) | usize::from(b));
+            let len = sample[pos..pos + n]
+                .iter()
+                .fold(0usize, |a, &b| (a << 8) | usize::from(b));
             pos += n;
             if pos + len > sample.len() {
                 return Err(format!("NAL unit of {len} bytes overruns the sample"));
@@ -190,7 +201,7 @@ impl Mp4Frames {
                 self.next_sample += 1;
                 continue;
             };
-            self.to_annexb(&sample.bytes, sample.is_sync)
+            self.fill_annexb(&sample.bytes, sample.is_sync)
                 .map_err(|r| self.corrupt(idx, r))?;
             self.next_sample += 1;
             let decoded = self
@@ -208,14 +219,11 @@ impl Mp4Frames {
         }
         if self.ready.is_empty() && !self.flushed {
             self.flushed = true;
-            let rest = self
-                .decoder
-                .flush_remaining()
-                .map_err(|e| Error::CorruptFrame {
-                    path: self.path.clone(),
-                    index: self.emitted,
-                    reason: e.to_string(),
-                })?;
+            let rest = self.decoder.flush_remaining().map_err(|e| Error::CorruptFrame {
+                path: self.path.clone(),
+                index: self.emitted,
+                reason: e.to_string(),
+            })?;
             self.ready.extend(rest.iter().map(to_rgb));
         }
         Ok(())
@@ -242,7 +250,10 @@ impl Iterator for Mp4Frames {
             let (w, h) = img.dimensions();
             return Some(Err(self.corrupt(
                 self.emitted,
-                format!("picture size changed to {w}x{h} from {}x{}", self.size.0, self.size.1),
+                format!(
+                    "picture size changed to {w}x{h} from {}x{}",
+                    self.size.0, self.size.1
+                ),
             )));
         }
         let index = self.emitted;

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 /// Path of a committed fixture.
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 /// Path inside the repository.
@@ -41,7 +43,9 @@ pub fn test_image(w: u32, h: u32, seed: u64) -> RgbImage {
 
 /// The 32-bit hash of tools/reference/common.py::h32.
 pub fn h32(x: u64, y: u64, c: u64, seed: u64) -> u64 {
-    let mut v = (x.wrapping_mul(73_856_093) ^ y.wrapping_mul(19_349_663) ^ c.wrapping_mul(83_492_791)
+    let mut v = (x.wrapping_mul(73_856_093)
+        ^ y.wrapping_mul(19_349_663)
+        ^ c.wrapping_mul(83_492_791)
         ^ seed.wrapping_mul(2_654_435_761))
         & 0xFFFF_FFFF;
     v ^= v >> 13;
