@@ -84,6 +84,15 @@ fn walk(d: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 #[test]
+fn committed_demo_masks_are_exact() {
+    let clip = videolisa::demo::DemoClip::default();
+    for i in 0..clip.frames {
+        let ids = read_mask_png(&repo(&format!("examples/demo/masks/{i:05}.png"))).unwrap();
+        assert_eq!(ids, clip.render(i).1, "frame {i}");
+    }
+}
+
+#[test]
 fn odd_sized_overlay_video() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("odd.mp4");

@@ -5,7 +5,7 @@ use super::atomic::{AtomicFile, TempGuard};
 use crate::error::{Error, Result};
 use image::RgbImage;
 use openh264::encoder::{
-    BitRate, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, QpRange, RateControlMode,
+    Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, QpRange, RateControlMode,
 };
 use openh264::formats::{RgbSliceU8, YUVBuffer};
 use openh264::OpenH264API;
@@ -65,13 +65,11 @@ impl Mp4VideoWriter {
             )));
         }
         let (ew, eh) = (width + width % 2, height + height % 2);
-        let bits = (f64::from(ew) * f64::from(eh) * fps * 0.4).clamp(500_000.0, 40_000_000.0) as u32;
         let config = EncoderConfig::new()
             .skip_frames(false)
             .max_frame_rate(FrameRate::from_hz(fps as f32))
-            .rate_control_mode(RateControlMode::Quality)
-            .bitrate(BitRate::from_bps(bits))
-            .qp(QpRange::new(4, 30))
+            .rate_control_mode(RateControlMode::Off)
+            .qp(QpRange::new(16, 22))
             .intra_frame_period(IntraFramePeriod::from_num_frames(
                 (fps * 2.0).round().max(1.0) as u32
             ));

@@ -166,12 +166,26 @@ pub fn resize(
             for xx in 0..out_w {
                 let k = &horiz.weights[xx * horiz.ksize..xx * horiz.ksize + horiz.count[xx]];
                 let x0 = horiz.first[xx];
-                for c in 0..channels {
-                    let mut acc = half;
-                    for (i, &w) in k.iter().enumerate() {
-                        acc += i32::from(in_row[(x0 + i) * channels + c]) * w;
+                let window = &in_row[x0 * channels..(x0 + k.len()) * channels];
+                if channels == 3 {
+                    // the common case: one pass with three accumulators, like Pillow's RGB loop
+                    let (mut a0, mut a1, mut a2) = (half, half, half);
+                    for (px, &w) in window.chunks_exact(3).zip(k) {
+                        a0 += i32::from(px[0]) * w;
+                        a1 += i32::from(px[1]) * w;
+                        a2 += i32::from(px[2]) * w;
                     }
-                    out_row[xx * channels + c] = clip8(acc);
+                    out_row[xx * 3] = clip8(a0);
+                    out_row[xx * 3 + 1] = clip8(a1);
+                    out_row[xx * 3 + 2] = clip8(a2);
+                } else {
+                    for c in 0..channels {
+                        let mut acc = half;
+                        for (px, &w) in window.chunks_exact(channels).zip(k) {
+                            acc += i32::from(px[c]) * w;
+                        }
+                        out_row[xx * channels + c] = clip8(acc);
+                    }
                 }
             }
         }
