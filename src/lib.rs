@@ -3,6 +3,8 @@
 //! A re-implementation of VideoLISA ("One Token to Seg Them All", NeurIPS 2024) on candle.
 //! This crate is the library; the `videolisa` binary is a thin command line on top of it.
 
+#![warn(missing_docs)]
+
 pub mod commands;
 pub mod demo;
 pub mod error;
