@@ -61,6 +61,37 @@ pub enum Error {
         /// Decoder message.
         reason: String,
     },
+    /// No weight files where a checkpoint was expected.
+    #[error("{}: no weights found (expected {expected})", path.display())]
+    NoWeights {
+        /// The file or folder searched.
+        path: PathBuf,
+        /// What was looked for.
+        expected: String,
+    },
+    /// A tensor the model needs is absent from the checkpoint.
+    #[error("{file}: tensor `{tensor}` is missing")]
+    MissingTensor {
+        /// The checkpoint file(s).
+        file: String,
+        /// Full tensor name.
+        tensor: String,
+    },
+    /// A tensor has another shape than the model expects.
+    #[error("{file}: tensor `{tensor}` has shape {found:?}, expected {expected:?}")]
+    TensorShape {
+        /// The file holding the tensor.
+        file: String,
+        /// Full tensor name.
+        tensor: String,
+        /// Shape the model needs.
+        expected: Vec<usize>,
+        /// Shape in the file.
+        found: Vec<usize>,
+    },
+    /// A model computation failed (candle error).
+    #[error("model computation failed: {0}")]
+    Candle(String),
     /// A malformed value given by the caller (argument, JSON, RLE, ...).
     #[error("{0}")]
     Invalid(String),
@@ -81,7 +112,7 @@ impl Error {
     /// Process exit code for this error: 2 for bad usage or input, 1 for runtime failures.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Io { .. } | Error::Runtime(_) => 1,
+            Error::Io { .. } | Error::Runtime(_) | Error::Candle(_) => 1,
             _ => 2,
         }
     }
@@ -92,6 +123,12 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Error::Candle(e.to_string())
     }
 }
 

@@ -8,10 +8,12 @@
 pub mod commands;
 pub mod demo;
 pub mod error;
+pub mod model;
 pub mod output;
 pub mod preprocess;
 pub mod progress;
 pub mod sampling;
 pub mod video;
+pub mod weights;
 
 pub use error::{Error, Result};

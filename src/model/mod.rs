@@ -1,0 +1,80 @@
+//! The networks, one module per reference component, with struct fields named after the
+//! reference state-dict entries.
+
+pub mod sam;
+
+use candle_core::{DType, Device, Module, Tensor};
+
+/// Parses a `--dtype`-style name.
+pub fn parse_dtype(s: &str) -> Option<DType> {
+    match s {
+        "f32" | "float32" => Some(DType::F32),
+        "bf16" | "bfloat16" => Some(DType::BF16),
+        "f16" | "float16" => Some(DType::F16),
+        _ => None,
+    }
+}
+
+/// `conv2d` that also works for bf16 on the CPU (candle's CPU im2col gemm lacks bf16): the
+/// convolution runs in f32 there and the result is rounded back, which is what PyTorch's CPU
+/// bf16 convolution returns up to accumulation order.
+pub fn conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    padding: usize,
+    stride: usize,
+) -> candle_core::Result<Tensor> {
+    let dtype = x.dtype();
+    let upcast = dtype == DType::BF16 && matches!(x.device(), Device::Cpu);
+    let (x, w) = if upcast {
+        (x.to_dtype(DType::F32)?, weight.to_dtype(DType::F32)?)
+    } else {
+        (x.clone(), weight.clone())
+    };
+    let mut y = x.conv2d(&w, padding, stride, 1, 1)?;
+    if let Some(b) = bias {
+        let b = b.to_dtype(y.dtype())?.reshape((1, b.dim(0)?, 1, 1))?;
+        y = y.broadcast_add(&b)?;
+    }
+    if upcast {
+        y.to_dtype(dtype)
+    } else {
+        Ok(y)
+    }
+}
+
+/// SAM's `LayerNorm2d`: normalises over the channel axis of an NCHW tensor with explicit
+/// mean and variance, then scales and shifts per channel.
+#[derive(Debug, Clone)]
+pub struct LayerNorm2d {
+    /// Per-channel scale.
+    pub weight: Tensor,
+    /// Per-channel shift.
+    pub bias: Tensor,
+    /// Variance epsilon (1e-6 in SAM).
+    pub eps: f64,
+}
+
+impl LayerNorm2d {
+    /// Loads `weight`/`bias` of `channels` under `l`.
+    pub fn load(l: &crate::weights::Loader, channels: usize, eps: f64) -> crate::Result<Self> {
+        Ok(LayerNorm2d {
+            weight: l.get("weight", &[channels])?,
+            bias: l.get("bias", &[channels])?,
+            eps,
+        })
+    }
+}
+
+impl Module for LayerNorm2d {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let u = x.mean_keepdim(1)?;
+        let xc = x.broadcast_sub(&u)?;
+        let s = xc.sqr()?.mean_keepdim(1)?;
+        let x = xc.broadcast_div(&(s + self.eps)?.sqrt()?)?;
+        let c = self.weight.dim(0)?;
+        x.broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?
+            .broadcast_add(&self.bias.reshape((1, c, 1, 1))?)
+    }
+}

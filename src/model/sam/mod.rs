@@ -1,0 +1,223 @@
+//! Segment Anything (ViT-B/L/H and any other size), configured from tensor shapes: the image
+//! encoder runs on every frame, the prompt encoder and mask decoder turn one prompt embedding
+//! into a mask per frame, and post-processing brings the logits back to the frame size.
+
+pub mod image_encoder;
+pub mod mask_decoder;
+pub mod prompt_encoder;
+
+use crate::error::{Error, Result};
+use crate::weights::Loader;
+use candle_core::{DType, Tensor};
+pub use image_encoder::ImageEncoderViT;
+pub use mask_decoder::MaskDecoder;
+pub use prompt_encoder::{PromptEncoder, Prompts};
+
+/// Prefix of SAM inside a VideoLISA checkpoint.
+pub const VIDEOLISA_PREFIX: &str = "model.visual_model";
+
+/// Sizes of a SAM, all read from the checkpoint's tensor shapes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SamConfig {
+    /// Model input side (1024).
+    pub img_size: usize,
+    /// Patch side (16).
+    pub patch_size: usize,
+    /// Encoder width (768 B, 1024 L, 1280 H).
+    pub embed_dim: usize,
+    /// Encoder blocks (12, 24, 32).
+    pub depth: usize,
+    /// Encoder heads (embed_dim / rel-pos head dim).
+    pub num_heads: usize,
+    /// Encoder MLP width.
+    pub mlp_dim: usize,
+    /// Window side of windowed blocks (14).
+    pub window_size: usize,
+    /// Blocks with global attention (rel-pos table as long as the grid needs).
+    pub global_attn_indexes: Vec<usize>,
+    /// Neck output channels (256).
+    pub out_chans: usize,
+    /// Prompt embedding dim (256).
+    pub prompt_embed_dim: usize,
+    /// Mask-prompt hidden channels (16).
+    pub mask_in_chans: usize,
+    /// Two-way transformer layers (2).
+    pub decoder_depth: usize,
+    /// Two-way transformer heads (8; not recorded in weights, SAM's value).
+    pub decoder_heads: usize,
+    /// Two-way transformer MLP width (2048).
+    pub decoder_mlp_dim: usize,
+    /// Multimask outputs (3).
+    pub num_multimask_outputs: usize,
+    /// IoU head layers (3).
+    pub iou_head_depth: usize,
+    /// IoU head width (256).
+    pub iou_head_hidden_dim: usize,
+}
+
+impl SamConfig {
+    /// Image-embedding grid side (`img_size / patch_size`).
+    pub fn grid(&self) -> usize {
+        self.img_size / self.patch_size
+    }
+
+    /// Reads every size from the tensors under `l` (the `Sam` root: `image_encoder.…`).
+    pub fn from_weights(l: &Loader) -> Result<Self> {
+        let ie = l.pp("image_encoder");
+        let patch = ie.shape("patch_embed.proj.weight")?;
+        let pos = ie.shape("pos_embed")?;
+        let bad =
+            |what: String| Error::Invalid(format!("{}: {what}", l.weights().file_of(&ie.name("pos_embed"))));
+        if patch.len() != 4 || pos.len() != 4 || pos[1] != pos[2] || patch[2] != patch[3] {
+            return Err(bad(format!(
+                "unexpected patch embedding {patch:?} / position embedding {pos:?}"
+            )));
+        }
+        let (embed_dim, patch_size, grid) = (patch[0], patch[2], pos[1]);
+        let mut depth = 0;
+        while ie.contains(&format!("blocks.{depth}.attn.rel_pos_h"))
+            || ie.contains(&format!("blocks.{depth}.norm1.weight"))
+        {
+            depth += 1;
+        }
+        if depth == 0 {
+            return Err(bad("the image encoder has no blocks".into()));
+        }
+        let mut global = Vec::new();
+        let mut window_size = 0;
+        let mut head_dim = 0;
+        for i in 0..depth {
+            let r = ie.shape(&format!("blocks.{i}.attn.rel_pos_h"))?;
+            head_dim = r[1];
+            let side = r[0].div_ceil(2);
+            if side == grid {
+                global.push(i);
+            } else {
+                window_size = side;
+            }
+        }
+        if head_dim == 0 || embed_dim % head_dim != 0 {
+            return Err(bad(format!(
+                "relative-position head dim {head_dim} does not divide the width {embed_dim}"
+            )));
+        }
+        let pe = l.pp("prompt_encoder");
+        let md = l.pp("mask_decoder");
+        let prompt_embed_dim = pe.shape("no_mask_embed.weight")?[1];
+        let mut decoder_depth = 0;
+        while md.contains(&format!("transformer.layers.{decoder_depth}.norm1.weight")) {
+            decoder_depth += 1;
+        }
+        let mut iou_head_depth = 0;
+        while md.contains(&format!("iou_prediction_head.layers.{iou_head_depth}.weight")) {
+            iou_head_depth += 1;
+        }
+        Ok(SamConfig {
+            img_size: grid * patch_size,
+            patch_size,
+            embed_dim,
+            depth,
+            num_heads: embed_dim / head_dim,
+            mlp_dim: ie.shape("blocks.0.mlp.lin1.weight")?[0],
+            window_size,
+            global_attn_indexes: global,
+            out_chans: ie.shape("neck.0.weight")?[0],
+            prompt_embed_dim,
+            mask_in_chans: pe.shape("mask_downscaling.3.weight")?[0],
+            decoder_depth,
+            decoder_heads: 8,
+            decoder_mlp_dim: md.shape("transformer.layers.0.mlp.lin1.weight")?[0],
+            num_multimask_outputs: md.shape("mask_tokens.weight")?[0] - 1,
+            iou_head_depth,
+            iou_head_hidden_dim: md.shape("iou_prediction_head.layers.0.weight")?[0],
+        })
+    }
+}
+
+/// A loaded SAM.
+#[derive(Debug, Clone)]
+pub struct Sam {
+    /// Sizes.
+    pub config: SamConfig,
+    /// `image_encoder`.
+    pub image_encoder: ImageEncoderViT,
+    /// `prompt_encoder`.
+    pub prompt_encoder: PromptEncoder,
+    /// `mask_decoder`.
+    pub mask_decoder: MaskDecoder,
+}
+
+/// Result of decoding one prompt on a batch of frames.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    /// Low-resolution mask logits `[B, M, 4g, 4g]`.
+    pub low_res_masks: Tensor,
+    /// Predicted IoU `[B, M]`.
+    pub iou_predictions: Tensor,
+}
+
+impl Sam {
+    /// Loads SAM from `l` positioned at its root (`model.visual_model` in a VideoLISA
+    /// checkpoint, the empty prefix in `sam_vit_*.pth`).
+    pub fn load(l: &Loader) -> Result<Self> {
+        let config = SamConfig::from_weights(l)?;
+        Ok(Sam {
+            image_encoder: ImageEncoderViT::load(&l.pp("image_encoder"), &config)?,
+            prompt_encoder: PromptEncoder::load(&l.pp("prompt_encoder"), &config)?,
+            mask_decoder: MaskDecoder::load(&l.pp("mask_decoder"), &config)?,
+            config,
+        })
+    }
+
+    /// Image embeddings of normalised, padded frames `[B, 3, S, S]` → `[B, C, g, g]`.
+    pub fn encode(&self, pixel_values: &Tensor) -> Result<Tensor> {
+        let dtype = self.image_encoder.pos_embed.dtype();
+        Ok(self.image_encoder.forward(&pixel_values.to_dtype(dtype)?)?)
+    }
+
+    /// Decodes `image_embeddings` `[B, C, g, g]` with one set of sparse prompt embeddings
+    /// `[1 or B, N, C]` (dense = `no_mask_embed`): VideoLISA's One-Token-Seg-All decoding.
+    pub fn decode_embeddings(
+        &self,
+        image_embeddings: &Tensor,
+        sparse: &Tensor,
+        multimask: bool,
+    ) -> Result<Decoded> {
+        let b = image_embeddings.dim(0)?;
+        let dtype = image_embeddings.dtype();
+        let sparse = sparse.to_dtype(dtype)?;
+        let sparse = if sparse.dim(0)? == b {
+            sparse
+        } else {
+            sparse
+                .broadcast_as((b, sparse.dim(1)?, sparse.dim(2)?))?
+                .contiguous()?
+        };
+        let (s, dense) = self.prompt_encoder.forward(&Prompts {
+            text_embeds: Some(&sparse),
+            ..Default::default()
+        })?;
+        let pe = self.prompt_encoder.get_dense_pe()?;
+        let (low_res_masks, iou_predictions) =
+            self.mask_decoder
+                .forward(image_embeddings, &pe, &s, &dense, multimask)?;
+        Ok(Decoded {
+            low_res_masks,
+            iou_predictions,
+        })
+    }
+
+    /// `postprocess_masks`: low-res logits `[B, M, h, w]` → bilinear to `img_size²` → crop to the
+    /// resized frame `input` (h, w) → bilinear to the frame size `original` (h, w); in f32.
+    pub fn postprocess_masks(
+        &self,
+        masks: &Tensor,
+        input: (usize, usize),
+        original: (usize, usize),
+    ) -> Result<Tensor> {
+        let s = self.config.img_size;
+        let m = masks.to_dtype(DType::F32)?.upsample_bilinear2d(s, s, false)?;
+        let m = m.narrow(2, 0, input.0)?.narrow(3, 0, input.1)?.contiguous()?;
+        Ok(m.upsample_bilinear2d(original.0, original.1, false)?)
+    }
+}
