@@ -112,7 +112,7 @@ impl Weights {
                     if st.is_empty() {
                         return Err(Error::NoWeights {
                             path: path.to_path_buf(),
-                            expected: candidates.join(", ") + " or *.safetensors".into(),
+                            expected: candidates.join(", ") + " or *.safetensors",
                         });
                     }
                     st
