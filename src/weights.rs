@@ -332,16 +332,6 @@ impl Loader {
         };
         Ok(candle_nn::Linear::new(w, b))
     }
-
-    /// A `LayerNorm(dim)` with weight and bias.
-    pub fn layer_norm(&self, s: &str, dim: usize, eps: f64) -> Result<candle_nn::LayerNorm> {
-        let l = self.pp(s);
-        Ok(candle_nn::LayerNorm::new(
-            l.get("weight", &[dim])?,
-            l.get("bias", &[dim])?,
-            eps,
-        ))
-    }
 }
 
 #[cfg(test)]

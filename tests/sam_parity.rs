@@ -83,6 +83,9 @@ fn check(dir: &Path, sam: &Sam, label: &str) -> HashMap<&'static str, f64> {
     let pe = sam.prompt_encoder.get_dense_pe().unwrap();
     note("dense_pe", rel_err(&pe, &exp["dense_pe"]));
     let text = &exp["text_embed"];
+    // The reference's own f32 rounding error (its f32 decoder vs its f64 decoder): on ViT-B-sized
+    // random weights the decoder is ill-conditioned and this floor exceeds 1e-4.
+    let mut floor: f64 = 0.0;
     let mut flips = 0usize;
     let mut pixels = 0usize;
     for f in frames(dir, sam) {
@@ -96,6 +99,16 @@ fn check(dir: &Path, sam: &Sam, label: &str) -> HashMap<&'static str, f64> {
             "low_res_masks",
             rel_err(&d.low_res_masks, &exp[&format!("{}.low_res_masks", f.name)]),
         );
+        let r64 = &exp[&format!("{}.low_res_masks_f64", f.name)];
+        floor = floor.max(rel_err(&exp[&format!("{}.low_res_masks", f.name)], r64).0);
+        floor = floor.max(
+            rel_err(
+                &exp[&format!("{}.iou", f.name)],
+                &exp[&format!("{}.iou_f64", f.name)],
+            )
+            .0,
+        );
+        note("low_res_masks_vs_f64", rel_err(&d.low_res_masks, r64));
         note(
             "iou",
             rel_err(&d.iou_predictions, &exp[&format!("{}.iou", f.name)]),
@@ -133,21 +146,61 @@ fn check(dir: &Path, sam: &Sam, label: &str) -> HashMap<&'static str, f64> {
     let mut keys: Vec<_> = worst.iter().collect();
     keys.sort_by(|a, b| a.0.cmp(b.0));
     println!(
-        "SAM parity [{label}]: {keys:?}; mask pixels differing where |logit| >= 1e-3: {flips} of {pixels}"
+        "SAM parity [{label}]: {keys:?}; reference f32-vs-f64 floor {floor:e}; mask pixels differing where |logit| >= 1e-3: {flips} of {pixels}"
     );
+    worst.insert("floor", floor);
     worst.insert("flips", flips as f64);
     worst.insert("flip_fraction", flips as f64 / pixels as f64);
     worst
 }
 
+/// Every quantity within 1e-4 relative; decoder outputs within twice the reference's own
+/// f32 rounding floor where that floor is larger; binary masks identical where |logit| ≥ 1e-3.
 fn assert_exact(w: &HashMap<&'static str, f64>, label: &str) {
+    let decoder_tol = TOL.max(2.0 * w["floor"]);
     for (k, v) in w {
-        if k.starts_with("flip") {
-            assert_eq!(*v, 0.0, "{label}: binary masks differ");
-        } else {
-            assert!(*v <= TOL, "{label}: {k} relative error {v:e} > {TOL:e}");
-        }
+        let tol = match *k {
+            "floor" => continue,
+            "flips" | "flip_fraction" => {
+                assert_eq!(*v, 0.0, "{label}: binary masks differ");
+                continue;
+            }
+            "dense_pe" | "image_embeddings" => TOL,
+            _ => decoder_tol,
+        };
+        assert!(*v <= tol, "{label}: {k} relative error {v:e} > {tol:e}");
     }
+}
+
+/// The decoder in f64 on the reference embeddings against the reference's f64 decoder: equal
+/// up to f64 rounding, so what remains in f32 is rounding, not a different computation.
+fn check_f64(dir: &Path, layout: &str) -> f64 {
+    let sam = load_sam(dir, layout, DType::F64);
+    let exp = load_tensors(&dir.join("expected.safetensors"));
+    let text = exp["text_embed"].to_dtype(DType::F64).unwrap();
+    // the reference's f64 run used its f32 dense PE (upstream builds the grid in f32)
+    let pe = exp["dense_pe"].to_dtype(DType::F64).unwrap();
+    let mut worst: f64 = 0.0;
+    for i in 0..3 {
+        let emb = exp[&format!("frame{i}.image_embeddings")]
+            .to_dtype(DType::F64)
+            .unwrap();
+        let (sparse, dense) = sam
+            .prompt_encoder
+            .forward(&Prompts {
+                text_embeds: Some(&text),
+                ..Default::default()
+            })
+            .unwrap();
+        let (low, iou) = sam
+            .mask_decoder
+            .forward(&emb, &pe, &sparse, &dense, false)
+            .unwrap();
+        worst = worst.max(rel_err(&low, &exp[&format!("frame{i}.low_res_masks_f64")]).0);
+        worst = worst.max(rel_err(&iou, &exp[&format!("frame{i}.iou_f64")]).0);
+    }
+    println!("SAM decoder in f64 vs reference f64 [{layout}]: max relative error {worst:e}");
+    worst
 }
 
 #[test]
@@ -184,6 +237,7 @@ fn tiny_sam_matches_reference_in_both_layouts() {
     let b = load_sam(&dir, "pth", DType::F32);
     assert_eq!(a.config, b.config);
     assert_exact(&check(&dir, &b, "tiny, sam.pth"), "pth layout");
+    assert!(check_f64(&dir, "videolisa") < 1e-9);
 }
 
 #[test]
@@ -241,7 +295,7 @@ fn batched_encoding_equals_one_at_a_time() {
             &d1.low_res_masks.get(0).unwrap(),
         );
         println!("batch vs single, frame {i}: embeddings {e:?}, low-res masks {e2:?}");
-        assert!(e.0 <= 1e-5 && e2.0 <= 1e-5);
+        assert!(e.0 <= TOL && e2.0 <= TOL, "{e:?} {e2:?}");
     }
 }
 
@@ -274,7 +328,43 @@ fn vit_b_sam_matches_reference() {
         );
         assert_eq!(sam.config.global_attn_indexes, vec![2, 5, 8, 11]);
         assert_exact(&check(&dir, &sam, &format!("ViT-B, {layout}")), layout);
+        assert!(check_f64(&dir, layout) < 1e-9);
     }
     let sam = load_sam(&dir, "videolisa", DType::BF16);
     check(&dir, &sam, "ViT-B, bf16 vs f32 reference");
+}
+
+#[test]
+fn missing_or_misshaped_tensors_are_named() {
+    let dir = fixture("sam_tiny");
+    let w = Arc::new(Weights::open(dir.join("videolisa")).unwrap());
+    let e = Sam::load(&Loader::new(w.clone(), DType::F32, Device::Cpu).pp("model.wrong_prefix")).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("model.wrong_prefix.image_encoder.patch_embed.proj.weight"),
+        "{e}"
+    );
+
+    // Re-save the checkpoint with one decoder tensor cut short.
+    let mut all: HashMap<String, Tensor> = HashMap::new();
+    for name in w.names() {
+        all.insert(name.to_string(), w.load(name, &Device::Cpu).unwrap());
+    }
+    let key = "model.visual_model.mask_decoder.iou_prediction_head.layers.2.weight";
+    let t = all[key].narrow(0, 0, 3).unwrap();
+    all.insert(key.to_string(), t);
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("broken.safetensors");
+    candle_core::safetensors::save(&all, &p).unwrap();
+    let w = Arc::new(Weights::open(&p).unwrap());
+    let e = Sam::load(&Loader::new(w, DType::F32, Device::Cpu).pp(VIDEOLISA_PREFIX)).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains(key)
+            && msg.contains("[3, 24]")
+            && msg.contains("[4, 24]")
+            && msg.contains("broken.safetensors"),
+        "{msg}"
+    );
+    assert_eq!(e.exit_code(), 2);
 }

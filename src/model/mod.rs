@@ -44,6 +44,50 @@ pub fn conv2d(
     }
 }
 
+/// `nn.LayerNorm` over the last axis, computed like PyTorch: mean first, then the variance of
+/// the centred values (candle's fused kernel uses E[x²]−E[x]², which loses digits when the mean
+/// is large), in f32 for half-precision inputs.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    /// Scale.
+    pub weight: Tensor,
+    /// Shift.
+    pub bias: Tensor,
+    /// Variance epsilon.
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    /// Loads `weight`/`bias` of `dim` under `l`.
+    pub fn load(l: &crate::weights::Loader, dim: usize, eps: f64) -> crate::Result<Self> {
+        Ok(LayerNorm {
+            weight: l.get("weight", &[dim])?,
+            bias: l.get("bias", &[dim])?,
+            eps,
+        })
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let dtype = x.dtype();
+        let work = if dtype == DType::F64 {
+            DType::F64
+        } else {
+            DType::F32
+        };
+        let xf = x.to_dtype(work)?;
+        let mean = xf.mean_keepdim(candle_core::D::Minus1)?;
+        let xc = xf.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim(candle_core::D::Minus1)?;
+        let y = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        let y = y
+            .broadcast_mul(&self.weight.to_dtype(work)?)?
+            .broadcast_add(&self.bias.to_dtype(work)?)?;
+        y.to_dtype(dtype)
+    }
+}
+
 /// SAM's `LayerNorm2d`: normalises over the channel axis of an NCHW tensor with explicit
 /// mean and variance, then scales and shifts per channel.
 #[derive(Debug, Clone)]

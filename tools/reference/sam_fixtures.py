@@ -8,6 +8,7 @@ model.safetensors.index.json) and the original `sam.pth` state dict — plus exp
 image embeddings, dense PE, low-res masks, IoU, multimask outputs, final logits for three frame sizes,
 and prompt-encoder outputs for points, boxes and mask prompts.
 """
+import copy
 import json
 import os
 import sys
@@ -120,9 +121,14 @@ def main():
         low, iou = sam.mask_decoder(emb, sam.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output=False)
         lowm, ioum = sam.mask_decoder(emb, sam.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output=True)
         logits = sam.postprocess_masks(low, input_size, (h, w))
+        # The same decoder in float64 on these embeddings: the rounding-free answer, to tell
+        # implementation differences from f32 rounding on ill-conditioned random weights.
+        md64 = copy.deepcopy(sam.mask_decoder).double()
+        low64, iou64 = md64(emb.double(), sam.prompt_encoder.get_dense_pe().double(), sparse.double(), dense.double(),
+                            multimask_output=False)
         exp.update({f"frame{i}.image_embeddings": emb, f"frame{i}.low_res_masks": low, f"frame{i}.iou": iou,
                     f"frame{i}.multimask_low_res_masks": lowm, f"frame{i}.multimask_iou": ioum,
-                    f"frame{i}.logits": logits[0, 0]})
+                    f"frame{i}.logits": logits[0, 0], f"frame{i}.low_res_masks_f64": low64, f"frame{i}.iou_f64": iou64})
         meta["frames"].append({"width": w, "height": h, "seed": seed, "input_size": list(input_size)})
         print(f"frame {i}: {w}x{h} -> input {input_size}, logits range {logits.min():.3f}..{logits.max():.3f}, "
               f"near zero {(logits.abs() < 1e-3).sum().item()}", flush=True)
@@ -136,7 +142,8 @@ def main():
     s2, d2 = sam.prompt_encoder(points=(pts, lab), boxes=boxes, masks=mask_in)
     exp.update({"prompt.points": pts, "prompt.labels": lab.float(), "prompt.boxes": boxes, "prompt.mask_input": mask_in,
                 "prompt.points_sparse": s1, "prompt.points_dense": d1, "prompt.all_sparse": s2, "prompt.all_dense": d2})
-    save_file({k: v.contiguous().float() for k, v in exp.items()}, os.path.join(out, "expected.safetensors"))
+    save_file({k: v.contiguous() if v.dtype == torch.float64 else v.contiguous().float() for k, v in exp.items()},
+              os.path.join(out, "expected.safetensors"))
     with open(os.path.join(out, "frames.json"), "w") as f:
         json.dump(meta, f, indent=1)
 

@@ -2,10 +2,11 @@
 //! with 14×14 windowed or global attention and decomposed relative positions, and the neck.
 
 use super::SamConfig;
+use crate::model::LayerNorm;
 use crate::model::{conv2d, LayerNorm2d};
 use crate::weights::Loader;
 use candle_core::{Module, Tensor};
-use candle_nn::{LayerNorm, Linear};
+use candle_nn::Linear;
 
 /// `patch_embed.proj`: a stride-`patch` convolution from RGB to `embed_dim`.
 #[derive(Debug, Clone)]
@@ -106,9 +107,9 @@ impl ImageEncoderViT {
                 scale: (head_dim as f64).powf(-0.5),
             };
             blocks.push(Block {
-                norm1: b.layer_norm("norm1", d, 1e-6)?,
+                norm1: LayerNorm::load(&b.pp("norm1"), d, 1e-6)?,
                 attn,
-                norm2: b.layer_norm("norm2", d, 1e-6)?,
+                norm2: LayerNorm::load(&b.pp("norm2"), d, 1e-6)?,
                 mlp: MlpBlock {
                     lin1: b.pp("mlp").linear("lin1", d, c.mlp_dim, true)?,
                     lin2: b.pp("mlp").linear("lin2", c.mlp_dim, d, true)?,

@@ -3,9 +3,10 @@
 //! per-pixel weights over the upscaled embedding.
 
 use super::SamConfig;
+use crate::model::LayerNorm;
 use crate::weights::Loader;
 use candle_core::{Module, Tensor};
-use candle_nn::{LayerNorm, Linear};
+use candle_nn::Linear;
 
 /// `transformer.layers.N.*_attn*`: attention with an internal dim of `dim / downsample`.
 #[derive(Debug, Clone)]
@@ -208,18 +209,18 @@ impl MaskDecoder {
                 let b = t.pp("layers").pp(i);
                 Ok(TwoWayAttentionBlock {
                     self_attn: Attention::load(&b.pp("self_attn"), d, d, heads)?,
-                    norm1: b.layer_norm("norm1", d, 1e-5)?,
+                    norm1: LayerNorm::load(&b.pp("norm1"), d, 1e-5)?,
                     cross_attn_token_to_image: Attention::load(
                         &b.pp("cross_attn_token_to_image"),
                         d,
                         internal,
                         heads,
                     )?,
-                    norm2: b.layer_norm("norm2", d, 1e-5)?,
+                    norm2: LayerNorm::load(&b.pp("norm2"), d, 1e-5)?,
                     mlp_lin1: b.pp("mlp").linear("lin1", d, c.decoder_mlp_dim, true)?,
                     mlp_lin2: b.pp("mlp").linear("lin2", c.decoder_mlp_dim, d, true)?,
-                    norm3: b.layer_norm("norm3", d, 1e-5)?,
-                    norm4: b.layer_norm("norm4", d, 1e-5)?,
+                    norm3: LayerNorm::load(&b.pp("norm3"), d, 1e-5)?,
+                    norm4: LayerNorm::load(&b.pp("norm4"), d, 1e-5)?,
                     cross_attn_image_to_token: Attention::load(
                         &b.pp("cross_attn_image_to_token"),
                         d,
@@ -238,7 +239,7 @@ impl MaskDecoder {
                 internal,
                 heads,
             )?,
-            norm_final_attn: t.layer_norm("norm_final_attn", d, 1e-5)?,
+            norm_final_attn: LayerNorm::load(&t.pp("norm_final_attn"), d, 1e-5)?,
         };
         let up = l.pp("output_upscaling");
         Ok(MaskDecoder {

@@ -216,7 +216,12 @@ impl Sam {
         original: (usize, usize),
     ) -> Result<Tensor> {
         let s = self.config.img_size;
-        let m = masks.to_dtype(DType::F32)?.upsample_bilinear2d(s, s, false)?;
+        let work = if masks.dtype() == DType::F64 {
+            DType::F64
+        } else {
+            DType::F32
+        };
+        let m = masks.to_dtype(work)?.upsample_bilinear2d(s, s, false)?;
         let m = m.narrow(2, 0, input.0)?.narrow(3, 0, input.1)?.contiguous()?;
         Ok(m.upsample_bilinear2d(original.0, original.1, false)?)
     }

@@ -21,18 +21,23 @@ impl PositionEmbeddingRandom {
         let dtype = g.dtype();
         // Computed in f32 and rounded to the matrix dtype after each reference op, because
         // PyTorch applies Python scalars in f32 even to bf16 tensors (candle would round 2π).
+        let work = if dtype == DType::F64 {
+            DType::F64
+        } else {
+            DType::F32
+        };
         let round = |t: Tensor| -> candle_core::Result<Tensor> {
-            if dtype == DType::F32 {
+            if dtype == work {
                 Ok(t)
             } else {
-                t.to_dtype(dtype)?.to_dtype(DType::F32)
+                t.to_dtype(dtype)?.to_dtype(work)
             }
         };
-        let coords = round(coords.to_dtype(dtype)?.to_dtype(DType::F32)?)?;
+        let coords = round(coords.to_dtype(dtype)?.to_dtype(work)?)?;
         let coords = round(((coords * 2.0)? - 1.0)?)?;
         let dims = coords.dims().to_vec();
         let n: usize = dims[..dims.len() - 1].iter().product();
-        let coords = round(coords.reshape((n, 2))?.matmul(&round(g.to_dtype(DType::F32)?)?)?)?;
+        let coords = round(coords.reshape((n, 2))?.matmul(&round(g.to_dtype(work)?)?)?)?;
         let coords = round((coords * (2.0 * std::f64::consts::PI))?)?;
         let out = Tensor::cat(&[coords.sin()?, coords.cos()?], D::Minus1)?.to_dtype(dtype)?;
         let mut shape = dims;
@@ -47,8 +52,14 @@ impl PositionEmbeddingRandom {
         // (cumsum − 0.5) / size, built in the matrix dtype like the reference
         // true division (candle's scalar division multiplies by the reciprocal)
         let axis = |n: usize| -> candle_core::Result<Tensor> {
-            let v = (Tensor::arange(0u32, n as u32, dev)?.to_dtype(DType::F32)? + 0.5)?;
-            v.broadcast_div(&Tensor::new(n as f32, dev)?)?.to_dtype(dtype)
+            let v = (Tensor::arange(0u32, n as u32, dev)?.to_dtype(DType::F64)? + 0.5)?;
+            let v = v.broadcast_div(&Tensor::new(n as f64, dev)?)?;
+            // f32 division like the reference, unless the model runs in f64
+            if dtype == DType::F64 {
+                Ok(v)
+            } else {
+                v.to_dtype(DType::F32)?.to_dtype(dtype)
+            }
         };
         let (ys, xs) = (axis(h)?, axis(w)?);
         let x = xs.reshape((1, w))?.broadcast_as((h, w))?;
