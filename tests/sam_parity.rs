@@ -154,10 +154,12 @@ fn check(dir: &Path, sam: &Sam, label: &str) -> HashMap<&'static str, f64> {
     worst
 }
 
-/// Every quantity within 1e-4 relative; decoder outputs within twice the reference's own
-/// f32 rounding floor where that floor is larger; binary masks identical where |logit| ≥ 1e-3.
+/// Encoder and PE within 1e-4 relative; decoder outputs within 1e-4 too unless the reference's
+/// own f32 rounding floor (its f32 decoder against its f64 decoder) is larger, in which case
+/// our error against the f64 answer may be 3× that floor (and against its f32 answer 5×, both
+/// sides' rounding added); binary masks identical where |logit| ≥ 1e-3.
 fn assert_exact(w: &HashMap<&'static str, f64>, label: &str) {
-    let decoder_tol = TOL.max(2.0 * w["floor"]);
+    let floor = w["floor"];
     for (k, v) in w {
         let tol = match *k {
             "floor" => continue,
@@ -166,7 +168,8 @@ fn assert_exact(w: &HashMap<&'static str, f64>, label: &str) {
                 continue;
             }
             "dense_pe" | "image_embeddings" => TOL,
-            _ => decoder_tol,
+            "low_res_masks_vs_f64" => TOL.max(3.0 * floor),
+            _ => TOL.max(5.0 * floor),
         };
         assert!(*v <= tol, "{label}: {k} relative error {v:e} > {tol:e}");
     }

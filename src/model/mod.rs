@@ -5,6 +5,25 @@ pub mod sam;
 
 use candle_core::{DType, Device, Module, Tensor};
 
+/// Softmax over the last axis with f32 accumulation for half-precision inputs (PyTorch's CPU
+/// and CUDA softmax accumulate in f32 and round the result once).
+pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
+    match x.dtype() {
+        DType::BF16 | DType::F16 => {
+            candle_nn::ops::softmax_last_dim(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype())
+        }
+        _ => candle_nn::ops::softmax_last_dim(x),
+    }
+}
+
+/// `mean(dim, keepdim=True)` with f32 accumulation for half-precision inputs, rounded once.
+pub fn mean_keepdim(x: &Tensor, dim: usize) -> candle_core::Result<Tensor> {
+    match x.dtype() {
+        DType::BF16 | DType::F16 => x.to_dtype(DType::F32)?.mean_keepdim(dim)?.to_dtype(x.dtype()),
+        _ => x.mean_keepdim(dim),
+    }
+}
+
 /// Parses a `--dtype`-style name.
 pub fn parse_dtype(s: &str) -> Option<DType> {
     match s {
@@ -113,9 +132,9 @@ impl LayerNorm2d {
 
 impl Module for LayerNorm2d {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let u = x.mean_keepdim(1)?;
+        let u = mean_keepdim(x, 1)?;
         let xc = x.broadcast_sub(&u)?;
-        let s = xc.sqr()?.mean_keepdim(1)?;
+        let s = mean_keepdim(&xc.sqr()?, 1)?;
         let x = xc.broadcast_div(&(s + self.eps)?.sqrt()?)?;
         let c = self.weight.dim(0)?;
         x.broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?

@@ -245,7 +245,7 @@ impl Attention {
         let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
         let attn = (&q * self.scale)?.matmul(&k.t()?)?;
         let attn = self.add_decomposed_rel_pos(&attn, &q, (h, w))?;
-        let attn = candle_nn::ops::softmax_last_dim(&attn)?;
+        let attn = crate::model::softmax_last_dim(&attn)?;
         let x = attn
             .matmul(&v)?
             .reshape((b, nh, h, w, hd))?

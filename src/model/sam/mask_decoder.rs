@@ -48,7 +48,7 @@ impl Attention {
         let v = self.separate_heads(&self.v_proj.forward(v)?)?;
         let (b, h, n, d) = q.dims4()?;
         let attn = (q.matmul(&k.t()?)? / (d as f64).sqrt())?;
-        let attn = candle_nn::ops::softmax_last_dim(&attn)?;
+        let attn = crate::model::softmax_last_dim(&attn)?;
         let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, h * d))?;
         self.out_proj.forward(&out)
     }
