@@ -57,20 +57,15 @@ pub fn h32(x: u64, y: u64, c: u64, seed: u64) -> u64 {
 /// Max |a − b| divided by max |b| (relative to the reference's magnitude), and max |a − b|.
 pub fn rel_err(a: &candle_core::Tensor, b: &candle_core::Tensor) -> (f64, f64) {
     assert_eq!(a.dims(), b.dims(), "shape");
-    let a = a
-        .to_dtype(candle_core::DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f64>()
-        .unwrap();
-    let b = b
-        .to_dtype(candle_core::DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f64>()
-        .unwrap();
+    let flat = |t: &candle_core::Tensor| -> Vec<f64> {
+        t.to_dtype(candle_core::DType::F64)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap()
+    };
+    let (a, b) = (flat(a), flat(b));
     let max_abs = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
     let scale = b.iter().map(|v| v.abs()).fold(0.0, f64::max).max(1e-12);
     (max_abs / scale, max_abs)
