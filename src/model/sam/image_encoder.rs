@@ -244,8 +244,7 @@ impl Attention {
             .reshape((3, b * nh, h * w, hd))?;
         let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
         let attn = (&q * self.scale)?.matmul(&k.t()?)?;
-        let attn = self.add_decomposed_rel_pos(&attn, &q, (h, w))?;
-        let attn = crate::model::softmax_last_dim(&attn)?;
+        let attn = self.rel_pos_softmax(&attn, &q, (h, w))?;
         let x = attn
             .matmul(&v)?
             .reshape((b, nh, h, w, hd))?
@@ -255,8 +254,9 @@ impl Attention {
         self.proj.forward(&x)
     }
 
-    /// `attn + rel_h + rel_w` with `rel_h[b,h,w,k] = Σ_c q[b,h,w,c]·Rh[h,k,c]` (and likewise for w).
-    fn add_decomposed_rel_pos(
+    /// `softmax(attn + rel_h + rel_w)` with `rel_h[b,h,w,k] = Σ_c q[b,h,w,c]·Rh[h,k,c]` (and
+    /// likewise for w): SAM's decomposed relative positions, fused on the CPU in f32.
+    fn rel_pos_softmax(
         &self,
         attn: &Tensor,
         q: &Tensor,
@@ -283,10 +283,15 @@ impl Attention {
             .matmul(&rw.transpose(1, 2)?.contiguous()?)?
             .reshape((w, bn, h, w))?
             .permute((1, 2, 0, 3))?;
-        attn.reshape((bn, h, w, h, w))?
+        if let Some(out) = super::rel_pos_softmax::fused(attn, &rel_h, &rel_w, (h, w))? {
+            return Ok(out);
+        }
+        let attn = attn
+            .reshape((bn, h, w, h, w))?
             .broadcast_add(&rel_h.unsqueeze(4)?)?
             .broadcast_add(&rel_w.unsqueeze(3)?)?
-            .reshape((bn, h * w, h * w))
+            .reshape((bn, h * w, h * w))?;
+        crate::model::softmax_last_dim(&attn)
     }
 }
 
