@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 enum Store {
-    Safetensors(MmapedSafetensors),
+    Safetensors(Vec<MmapedSafetensors>),
     Pth(Vec<PthTensors>),
 }
 
@@ -146,12 +146,10 @@ impl Weights {
             }
             Store::Pth(stores)
         } else {
-            // SAFETY: the files are memory-mapped read-only; like every mmap user we rely on
-            // them not being truncated while the model is loaded.
-            let st = unsafe { MmapedSafetensors::multi(&files) }
-                .map_err(|e| Error::Invalid(format!("not a readable safetensors checkpoint: {e}")))?;
+            let mut stores = Vec::new();
             for (i, f) in files.iter().enumerate() {
-                // SAFETY: as above.
+                // SAFETY: the files are memory-mapped read-only; like every mmap user we rely on
+                // them not being truncated while the model is loaded.
                 let one = unsafe { MmapedSafetensors::new(f) }.map_err(|e| {
                     Error::Invalid(format!("{}: not a readable safetensors file: {e}", f.display()))
                 })?;
@@ -164,8 +162,9 @@ impl Weights {
                         },
                     );
                 }
+                stores.push(one);
             }
-            Store::Safetensors(st)
+            Store::Safetensors(stores)
         };
         Ok(Weights {
             files,
@@ -216,7 +215,7 @@ impl Weights {
         };
         let entry = self.entries.get(name).ok_or_else(missing)?;
         let t = match &self.store {
-            Store::Safetensors(st) => st.load(name, device)?,
+            Store::Safetensors(st) => st[entry.file].load(name, device)?,
             Store::Pth(p) => p[entry.file].get(name)?.ok_or_else(missing)?.to_device(device)?,
         };
         Ok(t)

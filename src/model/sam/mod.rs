@@ -146,6 +146,8 @@ pub struct Sam {
     pub prompt_encoder: PromptEncoder,
     /// `mask_decoder`.
     pub mask_decoder: MaskDecoder,
+    /// `prompt_encoder.get_dense_pe()`, computed once at load (it depends on weights only).
+    pub dense_pe: Tensor,
 }
 
 /// Result of decoding one prompt on a batch of frames.
@@ -162,9 +164,11 @@ impl Sam {
     /// checkpoint, the empty prefix in `sam_vit_*.pth`).
     pub fn load(l: &Loader) -> Result<Self> {
         let config = SamConfig::from_weights(l)?;
+        let prompt_encoder = PromptEncoder::load(&l.pp("prompt_encoder"), &config)?;
         Ok(Sam {
             image_encoder: ImageEncoderViT::load(&l.pp("image_encoder"), &config)?,
-            prompt_encoder: PromptEncoder::load(&l.pp("prompt_encoder"), &config)?,
+            dense_pe: prompt_encoder.get_dense_pe()?,
+            prompt_encoder,
             mask_decoder: MaskDecoder::load(&l.pp("mask_decoder"), &config)?,
             config,
         })
@@ -198,10 +202,9 @@ impl Sam {
             text_embeds: Some(&sparse),
             ..Default::default()
         })?;
-        let pe = self.prompt_encoder.get_dense_pe()?;
         let (low_res_masks, iou_predictions) =
             self.mask_decoder
-                .forward(image_embeddings, &pe, &s, &dense, multimask)?;
+                .forward(image_embeddings, &self.dense_pe, &s, &dense, multimask)?;
         Ok(Decoded {
             low_res_masks,
             iou_predictions,
