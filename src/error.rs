@@ -69,6 +69,14 @@ pub enum Error {
         /// What was looked for.
         expected: String,
     },
+    /// A file a checkpoint needs is absent.
+    #[error("{}: missing ({what})", path.display())]
+    MissingFile {
+        /// Where the file was expected.
+        path: PathBuf,
+        /// What it is and how to get it.
+        what: String,
+    },
     /// A tensor the model needs is absent from the checkpoint.
     #[error("{file}: tensor `{tensor}` is missing")]
     MissingTensor {

@@ -13,6 +13,7 @@ pub mod output;
 pub mod preprocess;
 pub mod progress;
 pub mod sampling;
+pub mod tokenizer;
 pub mod video;
 pub mod weights;
 
