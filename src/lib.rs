@@ -8,11 +8,13 @@
 pub mod commands;
 pub mod demo;
 pub mod error;
+pub mod hub;
 pub mod model;
 pub mod output;
 pub mod preprocess;
 pub mod progress;
 pub mod sampling;
+pub mod segment;
 pub mod tokenizer;
 pub mod video;
 pub mod weights;

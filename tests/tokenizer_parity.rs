@@ -8,13 +8,18 @@ use serde_json::Value;
 use videolisa::tokenizer::{SlowLlama, Tokenizer};
 
 fn ids(v: &Value) -> Vec<i64> {
-    v.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect()
 }
 
 #[test]
 fn slow_and_fast_match_python_on_every_text_and_prompt() {
     let dir = common::fixture("tokenizer");
-    let exp: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let exp: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     let mut checked = 0;
     for variant in ["early", "late"] {
         let e = &exp[variant];
@@ -23,16 +28,32 @@ fn slow_and_fast_match_python_on_every_text_and_prompt() {
         let fast = Tokenizer::open(&d).unwrap();
         assert_eq!(fast.kind(), "tokenizer.json");
         for t in [&slow, &fast] {
-            assert_eq!(t.len() as u64, e["len"].as_u64().unwrap(), "{variant} {}", t.kind());
-            assert_eq!(t.seg_token_id().unwrap() as u64, e["seg_token_id"].as_u64().unwrap());
+            assert_eq!(
+                t.len() as u64,
+                e["len"].as_u64().unwrap(),
+                "{variant} {}",
+                t.kind()
+            );
+            assert_eq!(
+                t.seg_token_id().unwrap() as u64,
+                e["seg_token_id"].as_u64().unwrap()
+            );
         }
         for c in e["cases"].as_array().unwrap() {
             let text = c["text"].as_str().unwrap();
             let got = |t: &Tokenizer, special| -> Vec<i64> {
-                t.encode(text, special).unwrap().into_iter().map(i64::from).collect()
+                t.encode(text, special)
+                    .unwrap()
+                    .into_iter()
+                    .map(i64::from)
+                    .collect()
             };
             assert_eq!(got(&slow, true), ids(&c["slow"]), "{variant} slow {text:?}");
-            assert_eq!(got(&slow, false), ids(&c["slow_plain"]), "{variant} slow plain {text:?}");
+            assert_eq!(
+                got(&slow, false),
+                ids(&c["slow_plain"]),
+                "{variant} slow plain {text:?}"
+            );
             assert_eq!(got(&fast, true), ids(&c["fast"]), "{variant} fast {text:?}");
             checked += 3;
         }
@@ -42,8 +63,16 @@ fn slow_and_fast_match_python_on_every_text_and_prompt() {
                 videolisa::tokenizer::phi3_prompt(p["instruction"].as_str().unwrap()),
                 prompt
             );
-            assert_eq!(slow.tokenizer_image_token(prompt).unwrap(), ids(&p["slow"]), "{variant} {prompt:?}");
-            assert_eq!(fast.tokenizer_image_token(prompt).unwrap(), ids(&p["fast"]), "{variant} {prompt:?}");
+            assert_eq!(
+                slow.tokenizer_image_token(prompt).unwrap(),
+                ids(&p["slow"]),
+                "{variant} {prompt:?}"
+            );
+            assert_eq!(
+                fast.tokenizer_image_token(prompt).unwrap(),
+                ids(&p["fast"]),
+                "{variant} {prompt:?}"
+            );
             checked += 2;
         }
     }
@@ -54,7 +83,10 @@ fn slow_and_fast_match_python_on_every_text_and_prompt() {
 fn missing_tokenizer_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let e = Tokenizer::open(dir.path()).unwrap_err().to_string();
-    assert!(e.contains("tokenizer.model") && e.contains("tokenizer.json"), "{e}");
+    assert!(
+        e.contains("tokenizer.model") && e.contains("tokenizer.json"),
+        "{e}"
+    );
     std::fs::write(dir.path().join("tokenizer.model"), b"\x0a\x05garbage").unwrap();
     let e = Tokenizer::open(dir.path()).unwrap_err().to_string();
     assert!(e.contains("tokenizer.model"), "{e}");

@@ -1,7 +1,10 @@
 //! The networks, one module per reference component, with struct fields named after the
 //! reference state-dict entries.
 
+pub mod clip;
+pub mod phi3;
 pub mod sam;
+pub mod videolisa;
 
 use candle_core::{DType, Device, Module, Tensor};
 

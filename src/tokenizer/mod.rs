@@ -101,7 +101,8 @@ impl SlowLlama {
         if !legacy {
             sp.add_dummy_prefix = false;
         }
-        let special_of = |k: &str| token_text(map.get(k).unwrap_or(&Value::Null)).or_else(|| token_text(cfg.get(k)?));
+        let special_of =
+            |k: &str| token_text(map.get(k).unwrap_or(&Value::Null)).or_else(|| token_text(cfg.get(k)?));
         let bos = special_of("bos_token").unwrap_or_else(|| "<s>".into());
         let eos = special_of("eos_token").unwrap_or_else(|| "</s>".into());
         let unk = special_of("unk_token").unwrap_or_else(|| "<unk>".into());
@@ -119,7 +120,10 @@ impl SlowLlama {
         if let Some(d) = cfg.get("added_tokens_decoder").and_then(Value::as_object) {
             for (id, t) in d {
                 let id: u32 = id.parse().map_err(|_| {
-                    Error::Invalid(format!("{}: added token id {id:?} is not a number", dir.display()))
+                    Error::Invalid(format!(
+                        "{}: added token id {id:?} is not a number",
+                        dir.display()
+                    ))
                 })?;
                 let b = |k: &str| t.get(k).and_then(Value::as_bool).unwrap_or(false);
                 let content = token_text(t).ok_or_else(|| {
@@ -373,7 +377,9 @@ impl Tokenizer {
     /// to be an added token (a checkpoint without `[SEG]` cannot segment).
     pub fn seg_token_id(&self) -> Result<u32> {
         let ids = self.encode(SEG_TOKEN, false)?;
-        let id = *ids.last().ok_or_else(|| Error::Invalid("the tokenizer encodes [SEG] to nothing".into()))?;
+        let id = *ids
+            .last()
+            .ok_or_else(|| Error::Invalid("the tokenizer encodes [SEG] to nothing".into()))?;
         let is_added = match self {
             Tokenizer::Fast(t) => t.token_to_id(SEG_TOKEN) == Some(id),
             Tokenizer::Slow(t) => t.added.iter().any(|a| a.content == SEG_TOKEN && a.id == id),

@@ -228,9 +228,11 @@ impl SentencePiece {
             ));
         }
         if charsmap {
-            return Err("the normalizer has a precompiled character map (e.g. nmt_nfkc); only the \
+            return Err(
+                "the normalizer has a precompiled character map (e.g. nmt_nfkc); only the \
                         identity normalizer of Llama/Phi-3 tokenizers is supported"
-                .into());
+                    .into(),
+            );
         }
         Ok(Self::build(pieces, dummy, extra_ws, escape, byte_fallback))
     }
@@ -296,7 +298,10 @@ impl SentencePiece {
     /// The normalised text SentencePiece segments.
     fn normalize(&self, text: &str) -> String {
         let mut s: String = if self.remove_extra_whitespaces {
-            text.split(' ').filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ")
+            text.split(' ')
+                .filter(|w| !w.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
         } else {
             text.to_string()
         };
