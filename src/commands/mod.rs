@@ -1,3 +1,4 @@
 //! Implementations of the CLI subcommands (the binary only parses arguments and calls these).
 
 pub mod probe;
+pub mod segment;
