@@ -15,6 +15,7 @@ use std::sync::Arc;
 enum Store {
     Safetensors(Vec<MmapedSafetensors>),
     Pth(Vec<PthTensors>),
+    Memory(HashMap<String, Tensor>),
 }
 
 /// Where one tensor lives.
@@ -199,6 +200,26 @@ impl Weights {
         }
     }
 
+    /// Tensors already in memory (benchmarks with random full-size weights); `label` stands in
+    /// for the file name in messages.
+    pub fn from_tensors(label: &str, tensors: HashMap<String, Tensor>) -> Weights {
+        let entries = tensors
+            .iter()
+            .map(|(k, t)| {
+                let entry = Entry {
+                    file: 0,
+                    shape: t.dims().to_vec(),
+                };
+                (k.clone(), entry)
+            })
+            .collect();
+        Weights {
+            files: vec![PathBuf::from(label)],
+            entries,
+            store: Store::Memory(tensors),
+        }
+    }
+
     /// File holding `name` (or all files, for messages about missing tensors).
     pub fn file_of(&self, name: &str) -> String {
         match self.entries.get(name) {
@@ -217,6 +238,7 @@ impl Weights {
         let t = match &self.store {
             Store::Safetensors(st) => st[entry.file].load(name, device)?,
             Store::Pth(p) => p[entry.file].get(name)?.ok_or_else(missing)?.to_device(device)?,
+            Store::Memory(m) => m.get(name).ok_or_else(missing)?.to_device(device)?,
         };
         Ok(t)
     }

@@ -69,9 +69,9 @@ impl Phi3Config {
             vocab_size: u("vocab_size")?,
         };
         if c.num_attention_heads == 0
-            || c.hidden_size % c.num_attention_heads != 0
+            || !c.hidden_size.is_multiple_of(c.num_attention_heads)
             || c.num_key_value_heads == 0
-            || c.num_attention_heads % c.num_key_value_heads != 0
+            || !c.num_attention_heads.is_multiple_of(c.num_key_value_heads)
         {
             return Err(bad(format!(
                 "hidden_size {} / {} heads / {} kv heads do not divide",

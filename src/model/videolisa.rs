@@ -194,6 +194,19 @@ pub struct VideoLisa {
 impl VideoLisa {
     /// Loads everything from `paths`.
     pub fn load(paths: &ModelPaths, options: LoadOptions) -> Result<Self> {
+        let model = Arc::new(Weights::open(&paths.model)?);
+        let clip = Arc::new(Weights::open(&paths.clip)?);
+        Self::load_with(paths, model, clip, options)
+    }
+
+    /// Loads with the tensors already opened (`model`: the VideoLISA checkpoint, `clip`: the CLIP
+    /// tower); configs and tokenizer still come from `paths`.
+    pub fn load_with(
+        paths: &ModelPaths,
+        weights: Arc<Weights>,
+        clip_weights: Arc<Weights>,
+        options: LoadOptions,
+    ) -> Result<Self> {
         let config = VideoLisaConfig::open(&paths.model)?;
         let tokenizer = Tokenizer::open(&paths.model)?;
         let seg_token_id = tokenizer.seg_token_id()?;
@@ -205,7 +218,6 @@ impl VideoLisa {
                 config.phi3.vocab_size
             )));
         }
-        let weights = Arc::new(Weights::open(&paths.model)?);
         let root = Loader::new(weights, options.llm, options.device.clone());
         let m = root.pp("model");
         let d = config.phi3.hidden_size;
@@ -228,7 +240,6 @@ impl VideoLisa {
                 visual_model.config.prompt_embed_dim
             )));
         }
-        let clip_weights = Arc::new(Weights::open(&paths.clip)?);
         let cl = Loader::new(clip_weights, options.clip, options.device.clone()).pp("vision_model");
         let clip_config = paths.clip.join("config.json");
         if !clip_config.exists() {
