@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 use videolisa::model::videolisa::{LoadOptions, ModelPaths, VideoLisa};
-use videolisa::segment::{segment, SegmentOptions, StageSeconds};
+use videolisa::segment::{segment, PromptSpec, SegmentOptions, StageSeconds};
+use videolisa::tokenizer::Template;
 use videolisa::video::Video;
 use videolisa::weights::Weights;
 
@@ -32,22 +33,37 @@ fn frames_dir(n: usize, w: u32, h: u32) -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     for t in 0..n {
         let img = image::RgbImage::from_fn(w, h, |x, y| {
-            image::Rgb([((x * 3 + t as u32 * 7) % 256) as u8, ((y * 5) % 256) as u8, (((x + y) * 2) % 256) as u8])
+            image::Rgb([
+                ((x * 3 + t as u32 * 7) % 256) as u8,
+                ((y * 5) % 256) as u8,
+                (((x + y) * 2) % 256) as u8,
+            ])
         });
         img.save(d.path().join(format!("{t:05}.png"))).unwrap();
     }
     d
 }
 
-fn random_weights(manifest: &serde_json::Value, key: &str, dtype_of: &dyn Fn(&str) -> DType) -> HashMap<String, Tensor> {
+fn random_weights(
+    manifest: &serde_json::Value,
+    key: &str,
+    dtype_of: &dyn Fn(&str) -> DType,
+) -> HashMap<String, Tensor> {
     let mut out = HashMap::new();
     for (name, shape) in manifest[key].as_object().unwrap() {
-        let shape: Vec<usize> = shape.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let shape: Vec<usize> = shape
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
         let dt = dtype_of(name);
         let t = if name.contains("norm") && name.ends_with("weight") {
             Tensor::ones(shape, dt, &Device::Cpu).unwrap()
         } else {
-            (Tensor::randn(0f32, 0.02, shape, &Device::Cpu).unwrap()).to_dtype(dt).unwrap()
+            (Tensor::randn(0f32, 0.02, shape, &Device::Cpu).unwrap())
+                .to_dtype(dt)
+                .unwrap()
         };
         out.insert(name.clone(), t);
     }
@@ -68,7 +84,10 @@ fn main() {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let dir = match mode.as_str() {
         "tiny" => repo.join("tests/fixtures/videolisa_tiny"),
-        _ => PathBuf::from(args.get(1).expect("mid/full need the directory made by bench_videolisa.py")),
+        _ => PathBuf::from(
+            args.get(1)
+                .expect("mid/full need the directory made by bench_videolisa.py"),
+        ),
     };
     let paths = ModelPaths {
         model: dir.join("model"),
@@ -92,11 +111,25 @@ fn main() {
             serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
         let o = LoadOptions::defaults(Device::Cpu);
         let (llm, sam) = (o.llm, o.sam);
-        let m = random_weights(&manifest, "model", &|n: &str| if n.contains("visual_model") { sam } else { llm });
+        let m = random_weights(&manifest, "model", &|n: &str| {
+            if n.contains("visual_model") {
+                sam
+            } else {
+                llm
+            }
+        });
         let c = random_weights(&manifest, "clip", &|_| o.clip);
-        println!("random full-size weights made in {:.1} s", t.elapsed().as_secs_f64());
-        VideoLisa::load_with(&paths, Arc::new(Weights::from_tensors("random", m)), Arc::new(Weights::from_tensors("random", c)), o)
-            .unwrap()
+        println!(
+            "random full-size weights made in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        VideoLisa::load_with(
+            &paths,
+            Arc::new(Weights::from_tensors("random", m)),
+            Arc::new(Weights::from_tensors("random", c)),
+            o,
+        )
+        .unwrap()
     } else {
         VideoLisa::load(&paths, f32_all).unwrap()
     };
@@ -104,7 +137,14 @@ fn main() {
     let video = Video::open(&frames).unwrap();
     let out = tempfile::tempdir().unwrap();
     let opts = SegmentOptions::default();
-    let r = segment(&model, &video, &["the red ball".to_string()], Some(out.path()), &opts).unwrap();
+    let r = segment(
+        &model,
+        &video,
+        &PromptSpec::numbered(&["the red ball".to_string()], Template::Referring),
+        Some(out.path()),
+        &opts,
+    )
+    .unwrap();
     let s: StageSeconds = r.summary.seconds.clone();
     println!(
         "{mode}: {} frames {}x{}, sequence {} tokens, dtypes {:?}, peak RSS {:.0} MB",
@@ -139,7 +179,18 @@ fn main() {
     row("sam decode", s.sam_decode, get("sam_decode"));
     row("write", s.write, get("write"));
     let py_total = theirs.as_ref().map(|m| {
-        ["decode", "preprocess", "clip", "llm", "sam_encode", "sam_decode", "write"].iter().filter_map(|k| m.get(*k)).sum()
+        [
+            "decode",
+            "preprocess",
+            "clip",
+            "llm",
+            "sam_encode",
+            "sam_decode",
+            "write",
+        ]
+        .iter()
+        .filter_map(|k| m.get(*k))
+        .sum()
     });
     row("total", s.total, py_total);
 }

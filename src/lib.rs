@@ -8,6 +8,7 @@
 pub mod commands;
 pub mod demo;
 pub mod error;
+pub mod eval;
 pub mod hub;
 pub mod model;
 pub mod output;

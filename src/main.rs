@@ -1,13 +1,47 @@
 //! The `videolisa` command line: parses arguments and dispatches to the library.
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use videolisa::commands::probe::{self, FrameSelection, ProbeOptions};
 use videolisa::commands::segment::{self as seg, SegmentArgs};
+use videolisa::eval::datasets::{parse_shard, Dataset, DatasetKind};
+use videolisa::eval::run::EvalOptions;
+use videolisa::eval::score::Protocol;
 use videolisa::output::OutputFormats;
+use videolisa::segment::SegmentOptions;
 use videolisa::tokenizer::Template;
+
+/// Where the weights come from and how they run (shared by `segment` and `eval`).
+#[derive(Args, Clone)]
+struct ModelArgs {
+    /// VideoLISA checkpoint: a directory or a Hugging Face hub id.
+    #[arg(long, default_value = videolisa::hub::DEFAULT_MODEL)]
+    model: String,
+    /// CLIP tower: a directory or a hub id (default: the checkpoint's vision_tower).
+    #[arg(long)]
+    clip: Option<String>,
+    /// Use only the local Hugging Face cache (also: HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    offline: bool,
+    /// dtypes: `bf16`, `f32`, or per component `llm=bf16,clip=f32,sam=f32` (default: LLM bf16;
+    /// CLIP and SAM f32 on CPU, bf16 on CUDA).
+    #[arg(long)]
+    dtype: Option<String>,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Number of sparse frames (T_sparse).
+    #[arg(long, default_value_t = videolisa::sampling::DEFAULT_SPARSE)]
+    sparse: usize,
+    /// Number of dense frames (T_dense).
+    #[arg(long, default_value_t = videolisa::sampling::DEFAULT_DENSE)]
+    dense: usize,
+    /// Frames per SAM image-encoder batch.
+    #[arg(long, default_value_t = 1)]
+    sam_batch: usize,
+}
 
 /// Segment the object a sentence describes in every frame of a video (VideoLISA on candle).
 #[derive(Parser)]
@@ -56,22 +90,8 @@ enum Command {
         /// Output folder: prompt_<k>/<frame>.png per prompt and summary.json.
         #[arg(long)]
         out: PathBuf,
-        /// VideoLISA checkpoint: a directory or a Hugging Face hub id.
-        #[arg(long, default_value = videolisa::hub::DEFAULT_MODEL)]
-        model: String,
-        /// CLIP tower: a directory or a hub id (default: the checkpoint's vision_tower).
-        #[arg(long)]
-        clip: Option<String>,
-        /// Use only the local Hugging Face cache (also: HF_HUB_OFFLINE=1).
-        #[arg(long)]
-        offline: bool,
-        /// dtypes: `bf16`, `f32`, or per component `llm=bf16,clip=f32,sam=f32` (default: LLM bf16;
-        /// CLIP and SAM f32 on CPU, bf16 on CUDA).
-        #[arg(long)]
-        dtype: Option<String>,
-        /// `cpu`, `cuda` or `cuda:N`.
-        #[arg(long, default_value = "cpu")]
-        device: String,
+        #[command(flatten)]
+        m: ModelArgs,
         /// How the prompt is worded for the model.
         #[arg(long, value_enum, default_value_t = Template::Referring)]
         template: Template,
@@ -87,18 +107,77 @@ enum Command {
         /// Write intermediates (ids, sampled indices, visual tokens, prompt, logits) to DIR.
         #[arg(long, value_name = "DIR")]
         dump: Option<PathBuf>,
-        /// Number of sparse frames (T_sparse).
-        #[arg(long, default_value_t = videolisa::sampling::DEFAULT_SPARSE)]
-        sparse: usize,
-        /// Number of dense frames (T_dense).
-        #[arg(long, default_value_t = videolisa::sampling::DEFAULT_DENSE)]
-        dense: usize,
-        /// Frames per SAM image-encoder batch.
-        #[arg(long, default_value_t = 1)]
-        sam_batch: usize,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Run a benchmark split: predictions in the official layout, scores where ground truth exists.
+    Eval {
+        /// Benchmark.
+        #[arg(long, value_enum)]
+        dataset: DatasetKind,
+        /// Dataset root.
+        #[arg(long)]
+        root: PathBuf,
+        /// Split (`valid` for Ref-YouTube-VOS / Ref-DAVIS, `valid_u` or `valid` for MeViS; ignored for ReasonVOS).
+        #[arg(long, default_value = "valid")]
+        split: String,
+        /// Output folder (predictions, scores/, submission.zip).
+        #[arg(long)]
+        out: PathBuf,
+        /// Run only shard i of n (`--shard 3/8`): every n-th video.
+        #[arg(long)]
+        shard: Option<String>,
+        /// Do not run the model: combine the finished shards under --out and score them.
+        #[arg(long)]
+        merge: bool,
+        /// Ref-DAVIS protocol.
+        #[arg(long, value_enum, default_value_t = Protocol::Default)]
+        protocol: Protocol,
+        #[command(flatten)]
+        m: ModelArgs,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Score predictions from any tool against a benchmark split.
+    Score {
+        /// Benchmark.
+        #[arg(long, value_enum)]
+        dataset: DatasetKind,
+        /// Dataset root.
+        #[arg(long)]
+        root: PathBuf,
+        /// Split.
+        #[arg(long, default_value = "valid")]
+        split: String,
+        /// Prediction root (`<video>/<exp_id>/<frame>.png`).
+        #[arg(long)]
+        pred: PathBuf,
+        /// Ref-DAVIS protocol.
+        #[arg(long, value_enum, default_value_t = Protocol::Default)]
+        protocol: Protocol,
+        /// Write results.json, per_item.csv, per_video.csv, report.md here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the full report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a small synthetic dataset in a benchmark's layout (for trying eval/score).
+    Synthetic {
+        /// Layout.
+        #[arg(long, value_enum)]
+        dataset: DatasetKind,
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+        /// Videos.
+        #[arg(long, default_value_t = 3)]
+        videos: usize,
+        /// Frames per video.
+        #[arg(long, default_value_t = 6)]
+        frames: usize,
     },
 }
 
@@ -132,19 +211,12 @@ fn run(cli: Cli) -> Result<()> {
             video,
             prompts,
             out,
-            model,
-            clip,
-            offline,
-            dtype,
-            device,
+            m,
             template,
             overlay,
             rle,
             mask_value,
             dump,
-            sparse,
-            dense,
-            sam_batch,
             json,
         } => {
             let fps = videolisa::video::Video::open(&video)?.info().fps.unwrap_or(10.0);
@@ -159,15 +231,15 @@ fn run(cli: Cli) -> Result<()> {
                 video,
                 prompts,
                 out: out.clone(),
-                model,
-                clip,
-                offline,
-                dtype,
-                device,
+                model: m.model,
+                clip: m.clip,
+                offline: m.offline,
+                dtype: m.dtype,
+                device: m.device,
                 template,
-                sparse,
-                dense,
-                sam_batch,
+                sparse: m.sparse,
+                dense: m.dense,
+                sam_batch: m.sam_batch,
                 dump,
             };
             let summary = seg::run(&args)?;
@@ -176,6 +248,94 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 print!("{}", seg::render_text(&summary, &out));
             }
+        }
+        Command::Eval {
+            dataset,
+            root,
+            split,
+            out,
+            shard,
+            merge,
+            protocol,
+            m,
+            json,
+        } => {
+            let ds = Dataset::load(dataset, &root, &split)?;
+            let summary = if merge {
+                videolisa::commands::eval::run_merge(&ds, &out, protocol)?
+            } else {
+                let model = seg::load_model(
+                    &m.model,
+                    m.clip.as_deref(),
+                    m.offline,
+                    m.dtype.as_deref(),
+                    &m.device,
+                )?;
+                let opts = EvalOptions {
+                    shard: shard.as_deref().map(parse_shard).transpose()?,
+                    protocol,
+                    segment: SegmentOptions {
+                        n_sparse: m.sparse,
+                        n_dense: m.dense,
+                        sam_batch: m.sam_batch,
+                        ..SegmentOptions::default()
+                    },
+                };
+                videolisa::commands::eval::run_eval(&model, &ds, &out, &opts)?
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                println!(
+                    "{} videos, {} expressions run, {} already done, {:.1} s",
+                    summary.videos, summary.ran, summary.resumed, summary.seconds
+                );
+                if let Some(r) = &summary.score {
+                    print!("{}", videolisa::commands::eval::render_score(r));
+                    println!("reports: {}", out.join("scores").display());
+                }
+                if let Some(z) = &summary.submission {
+                    println!("no local ground truth: upload {}", z.display());
+                }
+            }
+        }
+        Command::Score {
+            dataset,
+            root,
+            split,
+            pred,
+            protocol,
+            out,
+            json,
+        } => {
+            let r = videolisa::commands::eval::run_score(
+                dataset,
+                &root,
+                &split,
+                &pred,
+                protocol,
+                out.as_deref(),
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", videolisa::commands::eval::render_score(&r));
+                println!("missing predictions: {}", r.missing_policy);
+            }
+        }
+        Command::Synthetic {
+            dataset,
+            out,
+            videos,
+            frames,
+        } => {
+            let spec = videolisa::eval::synthetic::SyntheticSpec {
+                videos,
+                frames,
+                ..Default::default()
+            };
+            let split = videolisa::eval::synthetic::write(dataset, &out, &spec)?;
+            println!("wrote {} (split `{split}`)", out.display());
         }
     }
     Ok(())

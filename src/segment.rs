@@ -22,8 +22,6 @@ pub struct SegmentOptions {
     pub n_sparse: usize,
     /// Dense frames among them (4).
     pub n_dense: usize,
-    /// Instruction template the prompts are wrapped in.
-    pub template: Template,
     /// Files written per prompt.
     pub formats: OutputFormats,
     /// Frames per SAM image-encoder batch.
@@ -32,6 +30,8 @@ pub struct SegmentOptions {
     pub dump: Option<PathBuf>,
     /// Return the per-frame logits of every prompt (memory: frames × H × W × 4 bytes each).
     pub keep_logits: bool,
+    /// Write `summary.json` into the output folder.
+    pub write_summary: bool,
 }
 
 impl Default for SegmentOptions {
@@ -39,11 +39,11 @@ impl Default for SegmentOptions {
         SegmentOptions {
             n_sparse: crate::sampling::DEFAULT_SPARSE,
             n_dense: crate::sampling::DEFAULT_DENSE,
-            template: Template::Referring,
             formats: OutputFormats::default(),
             sam_batch: 1,
             dump: None,
             keep_logits: false,
+            write_summary: true,
         }
     }
 }
@@ -69,11 +69,39 @@ pub struct StageSeconds {
     pub total: f64,
 }
 
+/// One prompt: the user's text, how it is worded for the model, where its masks go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptSpec {
+    /// The user's text.
+    pub text: String,
+    /// Instruction template.
+    pub template: Template,
+    /// Output sub-directory (relative to `out`).
+    pub dir: String,
+}
+
+impl PromptSpec {
+    /// `prompt_<k>` specs for `texts` with one template.
+    pub fn numbered(texts: &[String], template: Template) -> Vec<PromptSpec> {
+        texts
+            .iter()
+            .enumerate()
+            .map(|(k, t)| PromptSpec {
+                text: t.clone(),
+                template,
+                dir: prompt_dir(k),
+            })
+            .collect()
+    }
+}
+
 /// The summary of one prompt.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PromptSummary {
     /// The user's text.
     pub text: String,
+    /// Template used.
+    pub template: Template,
     /// The instruction it became.
     pub instruction: String,
     /// Output directory (relative to `--out`).
@@ -103,8 +131,6 @@ pub struct SegmentSummary {
     pub device: String,
     /// Dtype per component.
     pub dtypes: HashMap<String, String>,
-    /// Template used.
-    pub template: Template,
     /// `[SEG]` token id.
     pub seg_token_id: u32,
     /// Per prompt.
@@ -142,7 +168,7 @@ pub fn prompt_dir(k: usize) -> String {
 pub fn segment(
     model: &VideoLisa,
     video: &Video,
-    prompts: &[String],
+    prompts: &[PromptSpec],
     out: Option<&Path>,
     opts: &SegmentOptions,
 ) -> Result<Segmented> {
@@ -179,14 +205,15 @@ pub fn segment(
     let t = Instant::now();
     let mut embeddings = Vec::new();
     let mut summaries = Vec::new();
-    for (k, text) in prompts.iter().enumerate() {
-        let instruction = opts.template.instruction(text);
+    for spec in prompts {
+        let instruction = spec.template.instruction(&spec.text);
         let ids = model.input_ids(&instruction)?;
         let e = model.prompt_embedding(&ids, &visual_tokens)?;
         summaries.push(PromptSummary {
-            text: text.clone(),
+            text: spec.text.clone(),
+            template: spec.template,
             instruction,
-            dir: prompt_dir(k),
+            dir: spec.dir.clone(),
             tokens: ids.len(),
             seq_len: e.seq_len,
             seg_row: e.seg_row,
@@ -203,7 +230,7 @@ pub fn segment(
     let mut writers = match out {
         Some(o) => Some(
             (0..prompts.len())
-                .map(|k| FrameOutputs::new(&o.join(prompt_dir(k)), w, h, opts.formats.clone()))
+                .map(|k| FrameOutputs::new(&o.join(&prompts[k].dir), w, h, opts.formats.clone()))
                 .collect::<Result<Vec<_>>>()?,
         ),
         None => None,
@@ -310,7 +337,6 @@ pub fn segment(
             ("clip".to_string(), dtype_name(o.clip)),
             ("sam".to_string(), dtype_name(o.sam)),
         ]),
-        template: opts.template,
         seg_token_id: model.seg_token_id,
         prompts: summaries,
         video: info,
@@ -326,7 +352,7 @@ pub fn segment(
         write_dump(d, &result)?;
     }
     result.summary.seconds.total = t0.elapsed().as_secs_f64();
-    if let Some(o) = out {
+    if let (Some(o), true) = (out, opts.write_summary) {
         let json =
             serde_json::to_vec_pretty(&result.summary).map_err(|e| Error::Runtime(format!("JSON: {e}")))?;
         let path = o.join("summary.json");

@@ -9,7 +9,7 @@ mod common;
 use candle_core::{DType, Device};
 use serde_json::Value;
 use videolisa::model::videolisa::{LoadOptions, ModelPaths, VideoLisa};
-use videolisa::segment::{segment, SegmentOptions};
+use videolisa::segment::{segment, PromptSpec, SegmentOptions};
 use videolisa::tokenizer::Template;
 use videolisa::video::Video;
 
@@ -60,18 +60,11 @@ fn tiny_checkpoint_matches_the_python_reference() {
                 k => panic!("unknown template {k}"),
             };
             let opts = SegmentOptions {
-                template,
                 keep_logits: true,
                 ..SegmentOptions::default()
             };
-            let r = segment(
-                &model,
-                &video,
-                &[p["text"].as_str().unwrap().to_string()],
-                None,
-                &opts,
-            )
-            .unwrap();
+            let spec = PromptSpec::numbered(&[p["text"].as_str().unwrap().to_string()], template);
+            let r = segment(&model, &video, &spec, None, &opts).unwrap();
             let c = format!("T{total}");
             let ids: Vec<i64> = p["input_ids"]
                 .as_array()

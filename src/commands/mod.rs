@@ -1,4 +1,5 @@
 //! Implementations of the CLI subcommands (the binary only parses arguments and calls these).
 
+pub mod eval;
 pub mod probe;
 pub mod segment;

@@ -6,7 +6,7 @@ use crate::hub::{self, RepoKind};
 use crate::model::parse_dtype;
 use crate::model::videolisa::{LoadOptions, ModelPaths, VideoLisa, VideoLisaConfig};
 use crate::output::OutputFormats;
-use crate::segment::{segment, SegmentOptions, SegmentSummary};
+use crate::segment::{segment, PromptSpec, SegmentOptions, SegmentSummary};
 use crate::tokenizer::Template;
 use crate::video::Video;
 use candle_core::Device;
@@ -115,31 +115,56 @@ pub fn resolve_paths(model: &str, clip: Option<&str>, offline: bool) -> Result<M
     })
 }
 
+/// Resolves, configures and loads VideoLISA (shared by `segment` and `eval`).
+pub fn load_model(
+    model: &str,
+    clip: Option<&str>,
+    offline: bool,
+    dtype: Option<&str>,
+    device: &str,
+) -> Result<VideoLisa> {
+    let device = parse_device(device)?;
+    let mut options = LoadOptions::defaults(device);
+    if let Some(d) = dtype {
+        apply_dtype(d, &mut options)?;
+    }
+    let paths = resolve_paths(model, clip, offline)?;
+    let spinner = crate::progress::bar(0, "loading VideoLISA");
+    let model = VideoLisa::load(&paths, options)?;
+    spinner.finish_and_clear();
+    Ok(model)
+}
+
 /// Runs the command; returns the summary (also written to `<out>/summary.json`).
 pub fn run(a: &SegmentArgs) -> Result<SegmentSummary> {
     if a.prompts.iter().any(|p| p.trim().is_empty()) {
         return Err(Error::Invalid("--prompt must not be empty".into()));
     }
     let video = Video::open(&a.video)?;
-    let device = parse_device(&a.device)?;
-    let mut options = LoadOptions::defaults(device);
-    if let Some(d) = &a.dtype {
-        apply_dtype(d, &mut options)?;
-    }
-    let paths = resolve_paths(&a.model, a.clip.as_deref(), a.offline)?;
-    let spinner = crate::progress::bar(0, "loading VideoLISA");
-    let model = VideoLisa::load(&paths, options)?;
-    spinner.finish_and_clear();
+    let model = load_model(
+        &a.model,
+        a.clip.as_deref(),
+        a.offline,
+        a.dtype.as_deref(),
+        &a.device,
+    )?;
     let opts = SegmentOptions {
         n_sparse: a.sparse,
         n_dense: a.dense,
-        template: a.template,
         formats: a.formats.clone(),
         sam_batch: a.sam_batch,
         dump: a.dump.clone(),
         keep_logits: false,
+        write_summary: true,
     };
-    Ok(segment(&model, &video, &a.prompts, Some(&a.out), &opts)?.summary)
+    Ok(segment(
+        &model,
+        &video,
+        &PromptSpec::numbered(&a.prompts, a.template),
+        Some(&a.out),
+        &opts,
+    )?
+    .summary)
 }
 
 /// Human-readable summary.

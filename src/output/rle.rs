@@ -13,6 +13,10 @@ pub struct Rle {
     pub counts: String,
 }
 
+/// Largest mask an RLE may describe (16384 × 16384): a few bytes of counts must not be able to
+/// ask for gigabytes.
+pub const MAX_PIXELS: u64 = 1 << 28;
+
 /// Run lengths of a mask read column by column, alternating 0-runs and 1-runs, 0 first.
 pub fn mask_to_counts(mask: &GrayImage) -> Vec<u32> {
     let (w, h) = mask.dimensions();
@@ -37,6 +41,11 @@ pub fn mask_to_counts(mask: &GrayImage) -> Vec<u32> {
 
 /// Rebuilds a 0/1 mask of `w`×`h` from run lengths.
 pub fn counts_to_mask(counts: &[u32], h: u32, w: u32) -> Result<GrayImage> {
+    if u64::from(h) * u64::from(w) > MAX_PIXELS {
+        return Err(Error::Invalid(format!(
+            "RLE size {h}x{w} is larger than any video frame this tool accepts ({MAX_PIXELS} pixels)"
+        )));
+    }
     let total: u64 = counts.iter().map(|&c| u64::from(c)).sum();
     if total != u64::from(h) * u64::from(w) {
         return Err(Error::Invalid(format!(

@@ -108,6 +108,21 @@ pub(crate) fn open_folder(dir: &Path) -> Result<(VideoInfo, Vec<PathBuf>)> {
         let nb = b.file_name().unwrap_or_default().to_string_lossy();
         natural_cmp(&na, &nb)
     });
+    open_files(dir, paths)
+}
+
+/// Checks an explicit, ordered list of frame files (headers only): one size for all.
+pub(crate) fn open_files(dir: &Path, paths: Vec<PathBuf>) -> Result<(VideoInfo, Vec<PathBuf>)> {
+    if paths.is_empty() {
+        return Err(Error::NoFrames {
+            path: dir.to_path_buf(),
+        });
+    }
+    for p in &paths {
+        if !p.exists() {
+            return Err(Error::NotFound { path: p.clone() });
+        }
+    }
     let (w, h, format) = header(&paths[0], 0)?;
     for (i, p) in paths.iter().enumerate().skip(1) {
         let (wi, hi, _) = header(p, i)?;

@@ -151,6 +151,16 @@ impl Video {
         }
     }
 
+    /// A video made of these frame files, in this order (a dataset's `frames` list); `label`
+    /// names it in messages. Only headers are read.
+    pub fn from_files(label: &Path, paths: Vec<PathBuf>) -> Result<Video> {
+        let (info, paths) = files::open_files(label, paths)?;
+        Ok(Video {
+            info,
+            backend: Backend::Files(paths),
+        })
+    }
+
     #[cfg(not(feature = "ffmpeg"))]
     fn open_other(path: &Path, what: String) -> Result<Video> {
         Err(Error::UnsupportedCodec {

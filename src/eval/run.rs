@@ -1,0 +1,185 @@
+//! `videolisa eval`: run VideoLISA over a benchmark split, write predictions in the layout the
+//! official scorers and servers expect, resume finished expressions, split the work into shards,
+//! and score where ground truth exists.
+
+use super::datasets::{Dataset, DatasetKind, VideoEntry};
+use super::score::{score, write_reports, Protocol, ScoreReport};
+use crate::error::{Error, Result};
+use crate::model::videolisa::VideoLisa;
+use crate::output::{write_atomic, OutputFormats};
+use crate::segment::{segment, PromptSpec, SegmentOptions};
+use crate::video::Video;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Name of the marker written when all frames of an expression are on disk.
+pub const DONE: &str = ".done";
+
+/// What `eval` does.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// `(i, n)`: this run handles every n-th video starting at i.
+    pub shard: Option<(usize, usize)>,
+    /// Scoring protocol (Ref-DAVIS).
+    pub protocol: Protocol,
+    /// Pipeline options (frames, batch).
+    pub segment: SegmentOptions,
+}
+
+/// What an `eval` run did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EvalSummary {
+    /// Videos in this shard.
+    pub videos: usize,
+    /// Expressions run now.
+    pub ran: usize,
+    /// Expressions skipped because their outputs were complete.
+    pub resumed: usize,
+    /// Seconds.
+    pub seconds: f64,
+    /// Scores, when this run covered the whole split and it has ground truth.
+    pub score: Option<ScoreReport>,
+    /// Submission zip written (server-scored splits).
+    pub submission: Option<PathBuf>,
+}
+
+/// Whether the dataset split is scored locally.
+pub fn has_ground_truth(ds: &Dataset) -> bool {
+    ds.videos
+        .iter()
+        .flat_map(|v| &v.expressions)
+        .any(|e| !matches!(e.gt, super::datasets::GroundTruth::None))
+}
+
+fn run_video(model: &VideoLisa, v: &VideoEntry, out: &Path, opts: &SegmentOptions) -> Result<(usize, usize)> {
+    let todo: Vec<_> = v
+        .expressions
+        .iter()
+        .filter(|e| !out.join(&e.out_dir).join(DONE).exists())
+        .collect();
+    let resumed = v.expressions.len() - todo.len();
+    if todo.is_empty() {
+        return Ok((0, resumed));
+    }
+    let video = Video::from_files(&out.join(&v.name), v.frame_paths.clone())?;
+    let specs: Vec<PromptSpec> = todo
+        .iter()
+        .map(|e| PromptSpec {
+            text: e.text.clone(),
+            template: e.template,
+            dir: e.out_dir.clone(),
+        })
+        .collect();
+    // the frame files are `<frame>.jpg`, so the output names are the dataset's frame names
+    let opts = SegmentOptions {
+        write_summary: false,
+        ..opts.clone()
+    };
+    let r = segment(model, &video, &specs, Some(out), &opts)?;
+    // one summary per video (shards may run at the same time on one --out)
+    let target = out.join(".summaries").join(format!("{}.json", v.name));
+    let json = serde_json::to_vec_pretty(&r.summary).map_err(|e| Error::Runtime(format!("JSON: {e}")))?;
+    write_atomic(&target, |w| w.write_all(&json).map_err(|e| Error::io(&target, e)))?;
+    for e in &todo {
+        let marker = out.join(&e.out_dir).join(DONE);
+        write_atomic(&marker, |w| {
+            w.write_all(b"ok\n").map_err(|er| Error::io(&marker, er))
+        })?;
+    }
+    Ok((todo.len(), resumed))
+}
+
+/// Runs (this shard of) the split, then scores or packs a submission when the run covers it all.
+pub fn eval(model: &VideoLisa, ds: &Dataset, out: &Path, opts: &EvalOptions) -> Result<EvalSummary> {
+    let t0 = Instant::now();
+    let (i, n) = opts.shard.unwrap_or((0, 1));
+    let videos = ds.shard(i, n);
+    let mut seg = opts.segment.clone();
+    seg.formats = OutputFormats {
+        mask_value: 255,
+        ..OutputFormats::default()
+    };
+    let bar = crate::progress::bar(videos.len() as u64, "videos");
+    let (mut ran, mut resumed) = (0, 0);
+    for v in &videos {
+        let (r, s) = run_video(model, v, out, &seg)?;
+        ran += r;
+        resumed += s;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let whole = n == 1;
+    let (score, submission) = if whole {
+        finish(ds, out, opts.protocol)?
+    } else {
+        (None, None)
+    };
+    Ok(EvalSummary {
+        videos: videos.len(),
+        ran,
+        resumed,
+        seconds: t0.elapsed().as_secs_f64(),
+        score,
+        submission,
+    })
+}
+
+/// After all shards: score (writing reports to `<out>/scores`) or write the submission zip.
+pub fn finish(
+    ds: &Dataset,
+    out: &Path,
+    protocol: Protocol,
+) -> Result<(Option<ScoreReport>, Option<PathBuf>)> {
+    let missing: Vec<String> = ds
+        .videos
+        .iter()
+        .flat_map(|v| &v.expressions)
+        .filter(|e| !out.join(&e.out_dir).join(DONE).exists())
+        .map(|e| e.out_dir.clone())
+        .take(5)
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{}: not every expression is finished (e.g. {}); run the remaining shards first",
+            out.display(),
+            missing.join(", ")
+        )));
+    }
+    if has_ground_truth(ds) {
+        let r = score(ds, out, protocol, Some(&out.join("scores")))?;
+        write_reports(&r, &out.join("scores"))?;
+        Ok((Some(r), None))
+    } else {
+        Ok((None, Some(write_submission(ds, out)?)))
+    }
+}
+
+/// The server zip: Ref-YouTube-VOS `Annotations/<video>/<exp_id>/<frame>.png`; MeViS the video
+/// folders at the zip root.
+pub fn write_submission(ds: &Dataset, out: &Path) -> Result<PathBuf> {
+    let path = out.join("submission.zip");
+    let prefix = match ds.kind {
+        DatasetKind::RefYtvos => "Annotations/",
+        _ => "",
+    };
+    write_atomic(&path, |w| {
+        // PNGs are compressed already: store them
+        let mut zip = zip::ZipWriter::new(w);
+        let o = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        for v in &ds.videos {
+            for e in &v.expressions {
+                for f in &v.frames {
+                    let src = out.join(&e.out_dir).join(format!("{f}.png"));
+                    let bytes = std::fs::read(&src).map_err(|er| Error::io(&src, er))?;
+                    zip.start_file(format!("{prefix}{}/{f}.png", e.out_dir), o)
+                        .map_err(|er| Error::Runtime(format!("zip: {er}")))?;
+                    zip.write_all(&bytes).map_err(|er| Error::io(&path, er))?;
+                }
+            }
+        }
+        zip.finish().map_err(|er| Error::Runtime(format!("zip: {er}")))?;
+        Ok(())
+    })?;
+    Ok(path)
+}
