@@ -264,6 +264,7 @@ fn run(cli: Cli) -> Result<()> {
             let summary = if merge {
                 videolisa::commands::eval::run_merge(&ds, &out, protocol)?
             } else {
+                let shard = shard.as_deref().map(parse_shard).transpose()?;
                 let model = seg::load_model(
                     &m.model,
                     m.clip.as_deref(),
@@ -272,7 +273,7 @@ fn run(cli: Cli) -> Result<()> {
                     &m.device,
                 )?;
                 let opts = EvalOptions {
-                    shard: shard.as_deref().map(parse_shard).transpose()?,
+                    shard,
                     protocol,
                     segment: SegmentOptions {
                         n_sparse: m.sparse,

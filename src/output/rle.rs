@@ -110,7 +110,9 @@ pub fn string_to_counts(s: &str) -> Result<Vec<u32>> {
                     b as char
                 )));
             }
-            if k >= 60 {
+            // 12 groups of 5 bits fill 60 bits; a 13th would shift past the i64 (and, with
+            // overflow checks, panic)
+            if k >= 12 {
                 return Err(Error::Invalid(format!("RLE value too long at byte {p}")));
             }
             let c = i64::from(b - 48);
@@ -155,6 +157,22 @@ mod tests {
 
     fn rows(m: &GrayImage) -> Vec<Vec<u8>> {
         m.rows().map(|r| r.map(|p| p.0[0]).collect()).collect()
+    }
+
+    #[test]
+    fn overlong_values_are_errors_not_shift_overflows() {
+        // 13 continuation groups: used to shift by 65 bits
+        let s = "o".repeat(12) + "0";
+        assert!(string_to_counts(&s).is_err());
+        assert!(string_to_counts(&s).unwrap_err().to_string().contains("too long"));
+        // 12 groups still parse, and a value beyond u32 is reported as such
+        let s = "o".repeat(11) + "0";
+        assert!(string_to_counts(&s).unwrap_err().to_string().contains("out of range"));
+        let huge = Rle {
+            size: [65535, 65535],
+            counts: "0".into(),
+        };
+        assert!(huge.decode().unwrap_err().to_string().contains("larger"));
     }
 
     #[test]
