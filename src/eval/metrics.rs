@@ -2,7 +2,8 @@
 //! (`db_eval_iou`, `db_eval_boundary` with `bound_th = 0.008`), plus the Hungarian assignment
 //! its unsupervised evaluation uses.
 
-/// A binary mask, row-major, one byte per pixel (nonzero = foreground).
+/// A binary mask, row-major, one byte per pixel, 0 or 1 (the constructors normalise; the
+/// metrics rely on it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BinMask {
     /// Width.
@@ -58,13 +59,27 @@ impl BinMask {
 /// `db_eval_iou`: |pr ∧ gt ∧ ¬void| / |(pr ∨ gt) ∧ ¬void|, 1 when the union is empty.
 pub fn jaccard(gt: &BinMask, pr: &BinMask, void: Option<&BinMask>) -> f64 {
     let (mut inter, mut union) = (0u64, 0u64);
-    for i in 0..gt.data.len() {
-        if void.is_some_and(|v| v.data[i] != 0) {
-            continue;
+    // chunked u32 sums of 0/1 bytes (vectorises)
+    match void {
+        None => {
+            for (g, p) in gt.data.chunks(4096).zip(pr.data.chunks(4096)) {
+                let (mut i, mut u) = (0u32, 0u32);
+                for (&a, &b) in g.iter().zip(p) {
+                    i += u32::from(a & b);
+                    u += u32::from(a | b);
+                }
+                inter += u64::from(i);
+                union += u64::from(u);
+            }
         }
-        let (g, p) = (gt.data[i] != 0, pr.data[i] != 0);
-        inter += u64::from(g && p);
-        union += u64::from(g || p);
+        Some(v) => {
+            for ((&a, &b), &x) in gt.data.iter().zip(&pr.data).zip(&v.data) {
+                let keep = u64::from(x == 0);
+                let (a, b) = (u64::from(a != 0), u64::from(b != 0));
+                inter += (a & b) * keep;
+                union += (a | b) * keep;
+            }
+        }
     }
     if union == 0 {
         1.0
@@ -73,29 +88,38 @@ pub fn jaccard(gt: &BinMask, pr: &BinMask, void: Option<&BinMask>) -> f64 {
     }
 }
 
+/// Boundary bits of one row pair (`next` = the row below, None for the last row); inputs 0/1.
+fn bmap_row(cur: &[u8], next: Option<&[u8]>, out: &mut [u8]) {
+    let w = cur.len();
+    if w == 0 {
+        return;
+    }
+    match next {
+        Some(nx) => {
+            let (a, e, s, se) = (&cur[..w - 1], &cur[1..], &nx[..w - 1], &nx[1..]);
+            for (((o, &a), (&e, &s)), &se) in out[..w - 1].iter_mut().zip(a).zip(e.iter().zip(s)).zip(se) {
+                *o = (a ^ e) | (a ^ s) | (a ^ se);
+            }
+            out[w - 1] = cur[w - 1] ^ nx[w - 1];
+        }
+        None => {
+            for ((o, &a), &e) in out[..w - 1].iter_mut().zip(&cur[..w - 1]).zip(&cur[1..]) {
+                *o = a ^ e;
+            }
+            out[w - 1] = 0;
+        }
+    }
+}
+
 /// `_seg2bmap`: a pixel is boundary when it differs from its east, south or south-east
 /// neighbour; the last row compares east only, the last column south only, the corner never.
 pub fn seg2bmap(m: &BinMask) -> BinMask {
     let (w, h) = (m.width, m.height);
-    let s = |r: usize, c: usize| m.data[r * w + c] != 0;
     let mut b = BinMask::empty(w, h);
     for r in 0..h {
-        for c in 0..w {
-            let v = s(r, c);
-            let e = c + 1 < w && s(r, c + 1) != v;
-            let so = r + 1 < h && s(r + 1, c) != v;
-            let se = c + 1 < w && r + 1 < h && s(r + 1, c + 1) != v;
-            let on = if r + 1 < h && c + 1 < w {
-                e || so || se
-            } else if r + 1 == h && c + 1 < w {
-                e
-            } else if c + 1 == w && r + 1 < h {
-                so
-            } else {
-                false
-            };
-            b.data[r * w + c] = u8::from(on);
-        }
+        let cur = &m.data[r * w..(r + 1) * w];
+        let next = (r + 1 < h).then(|| &m.data[(r + 1) * w..(r + 2) * w]);
+        bmap_row(cur, next, &mut b.data[r * w..(r + 1) * w]);
     }
     b
 }
@@ -120,38 +144,78 @@ fn disk_half_widths(r: usize) -> Vec<usize> {
         .collect()
 }
 
-/// Per-row prefix counts of a mask (`w + 1` entries per row).
-fn row_prefix(m: &BinMask) -> Vec<u32> {
-    let w = m.width;
-    let mut p = vec![0u32; m.height * (w + 1)];
-    for r in 0..m.height {
-        for c in 0..w {
-            p[r * (w + 1) + c + 1] = p[r * (w + 1) + c] + u32::from(m.data[r * w + c]);
-        }
-    }
-    p
+/// Boundary pixels of a mask as sorted x lists per row (CSR: `starts[r]..starts[r+1]` in `xs`).
+struct Points {
+    starts: Vec<usize>,
+    xs: Vec<u32>,
 }
 
-/// Number of pixels of `a` within the disk of radius `r` of some pixel of `b` (= |a ∧ dilate(b)|).
-fn matched(a: &BinMask, b: &BinMask, r: usize) -> u64 {
-    let (w, h) = (a.width, a.height);
-    let pre = row_prefix(b);
-    let hws = disk_half_widths(r);
-    let mut n = 0u64;
-    for y in 0..h {
-        for x in 0..w {
-            if a.data[y * w + x] == 0 {
-                continue;
+impl Points {
+    /// The boundary of `m` with `void` pixels removed first.
+    fn boundary(m: &BinMask, void: Option<&BinMask>) -> Points {
+        let (w, h) = (m.width, m.height);
+        let masked;
+        let src = match void {
+            Some(v) => {
+                masked = m
+                    .data
+                    .iter()
+                    .zip(&v.data)
+                    .map(|(&a, &b)| a & (b ^ 1))
+                    .collect::<Vec<u8>>();
+                &masked
             }
+            None => &m.data,
+        };
+        let mut row = vec![0u8; w];
+        let mut starts = Vec::with_capacity(h + 1);
+        let mut xs = Vec::new();
+        for r in 0..h {
+            starts.push(xs.len());
+            let cur = &src[r * w..(r + 1) * w];
+            let next = (r + 1 < h).then(|| &src[(r + 1) * w..(r + 2) * w]);
+            bmap_row(cur, next, &mut row);
+            for (chunk_i, chunk) in row.chunks(8).enumerate() {
+                if chunk.iter().all(|&v| v == 0) {
+                    continue;
+                }
+                for (k, &v) in chunk.iter().enumerate() {
+                    if v != 0 {
+                        xs.push((chunk_i * 8 + k) as u32);
+                    }
+                }
+            }
+        }
+        starts.push(xs.len());
+        Points { starts, xs }
+    }
+
+    fn len(&self) -> u64 {
+        self.xs.len() as u64
+    }
+
+    /// Whether some point lies in row `y`, columns `lo..=hi`.
+    fn any_in(&self, y: usize, lo: u32, hi: u32) -> bool {
+        let row = &self.xs[self.starts[y]..self.starts[y + 1]];
+        let i = row.partition_point(|&x| x < lo);
+        i < row.len() && row[i] <= hi
+    }
+}
+
+/// Points of `a` within the disk of radius `r` of some point of `b` (= |a ∧ dilate(b)|).
+fn matched(a: &Points, b: &Points, r: usize, w: usize, h: usize) -> u64 {
+    let hws = disk_half_widths(r);
+    let mut n = 0;
+    for y in 0..h {
+        for &x in &a.xs[a.starts[y]..a.starts[y + 1]] {
             let hit = hws.iter().enumerate().any(|(k, &hw)| {
                 let yy = y as i64 + k as i64 - r as i64;
                 if yy < 0 || yy >= h as i64 {
                     return false;
                 }
-                let lo = x.saturating_sub(hw);
-                let hi = (x + hw).min(w - 1);
-                let row = yy as usize * (w + 1);
-                pre[row + hi + 1] > pre[row + lo]
+                let lo = x.saturating_sub(hw as u32);
+                let hi = (x as usize + hw).min(w - 1) as u32;
+                b.any_in(yy as usize, lo, hi)
             });
             n += u64::from(hit);
         }
@@ -174,26 +238,15 @@ pub struct BoundaryCounts {
 
 /// The counts behind [`f_measure`].
 pub fn boundary_counts(gt: &BinMask, pr: &BinMask, void: Option<&BinMask>) -> BoundaryCounts {
-    let r = bound_pix(pr.height, pr.width);
-    let keep = |m: &BinMask| match void {
-        Some(v) => BinMask {
-            data: m
-                .data
-                .iter()
-                .zip(&v.data)
-                .map(|(&a, &b)| u8::from(a != 0 && b == 0))
-                .collect(),
-            ..m.clone()
-        },
-        None => m.clone(),
-    };
-    let fg_b = seg2bmap(&keep(pr));
-    let gt_b = seg2bmap(&keep(gt));
+    let (w, h) = (pr.width, pr.height);
+    let r = bound_pix(h, w);
+    let fg_b = Points::boundary(pr, void);
+    let gt_b = Points::boundary(gt, void);
     BoundaryCounts {
-        n_fg: fg_b.count() as u64,
-        n_gt: gt_b.count() as u64,
-        fg_match: matched(&fg_b, &gt_b, r),
-        gt_match: matched(&gt_b, &fg_b, r),
+        n_fg: fg_b.len(),
+        n_gt: gt_b.len(),
+        fg_match: matched(&fg_b, &gt_b, r, w, h),
+        gt_match: matched(&gt_b, &fg_b, r, w, h),
     }
 }
 

@@ -167,7 +167,10 @@ mod tests {
         assert!(string_to_counts(&s).unwrap_err().to_string().contains("too long"));
         // 12 groups still parse, and a value beyond u32 is reported as such
         let s = "o".repeat(11) + "0";
-        assert!(string_to_counts(&s).unwrap_err().to_string().contains("out of range"));
+        assert!(string_to_counts(&s)
+            .unwrap_err()
+            .to_string()
+            .contains("out of range"));
         let huge = Rle {
             size: [65535, 65535],
             counts: "0".into(),
