@@ -198,7 +198,6 @@ impl Dataset {
             .join("meta_expressions")
             .join(&self.split)
             .join("meta_expressions.json");
-        let meta = read_json(&file)?;
         let mut exclude = BTreeSet::new();
         if self.kind == DatasetKind::RefYtvos && self.split == "valid" {
             // the competition's valid file also lists the test videos
@@ -209,62 +208,53 @@ impl Dataset {
         }
         let images = self.root.join(&self.split).join("JPEGImages");
         let annotations = self.root.join(&self.split).join("Annotations");
-        for (name, v) in videos_obj(&file, &meta)? {
-            if exclude.contains(name) {
-                continue;
+        self.load_dict_style(&file, &images, &exclude, &|name, _, obj_ids| {
+            let dir = annotations.join(name);
+            match obj_ids.first().and_then(|o| o.parse::<u8>().ok()) {
+                Some(id) if dir.is_dir() => GroundTruth::Palette { dir, id },
+                _ => GroundTruth::None,
             }
-            check_name(&file, "video name", name)?;
-            let frames = frames_of(&file, name, v)?;
-            let exps = v.get("expressions").and_then(Value::as_object).ok_or_else(|| {
-                Error::Invalid(format!(
-                    "{}: video {name:?} has no `expressions` object",
-                    file.display()
-                ))
-            })?;
-            let mut expressions = Vec::new();
-            for (exp_id, e) in exps {
-                check_name(&file, "exp_id", exp_id)?;
-                let text = e.get("exp").and_then(Value::as_str).ok_or_else(|| {
-                    Error::Invalid(format!("{}: {name}/{exp_id} has no `exp` text", file.display()))
-                })?;
-                let obj_ids = ids_of(e.get("obj_id"));
-                let gt_dir = annotations.join(name);
-                let gt = match obj_ids.first().and_then(|o| o.parse::<u8>().ok()) {
-                    Some(id) if gt_dir.is_dir() => GroundTruth::Palette { dir: gt_dir, id },
-                    _ => GroundTruth::None,
-                };
-                expressions.push(Expression {
-                    exp_id: exp_id.clone(),
-                    text: text.to_string(),
-                    template: Template::Referring,
-                    out_dir: format!("{name}/{exp_id}"),
-                    obj_ids,
-                    gt,
-                });
-            }
-            expressions.sort_by_key(|e| natural_key(&e.exp_id));
-            let frame_paths = self.frame_paths(&images, name, &frames);
-            self.videos.push(VideoEntry {
-                name: name.clone(),
-                frames,
-                frame_paths,
-                expressions,
-            });
-        }
-        Ok(())
+        })
     }
 
     /// MeViS: `<split>/meta_expressions.json`, `<split>/mask_dict.json`.
     fn load_mevis(&mut self) -> Result<()> {
         let dir = self.root.join(&self.split);
-        let file = dir.join("meta_expressions.json");
-        let meta = read_json(&file)?;
         let md = dir.join("mask_dict.json");
         self.mask_dict = md.exists().then_some(md);
-        let images = dir.join("JPEGImages");
-        for (name, v) in videos_obj(&file, &meta)? {
-            check_name(&file, "video name", name)?;
-            let frames = frames_of(&file, name, v)?;
+        let has_gt = self.mask_dict.is_some();
+        self.load_dict_style(
+            &dir.join("meta_expressions.json"),
+            &dir.join("JPEGImages"),
+            &BTreeSet::new(),
+            &|_, e, _| {
+                let anno_ids = ids_of(e.get("anno_id"));
+                if has_gt && !anno_ids.is_empty() {
+                    GroundTruth::MaskDict { anno_ids }
+                } else {
+                    GroundTruth::None
+                }
+            },
+        )
+    }
+
+    /// The dict-of-expressions schema shared by Ref-YouTube-VOS, Ref-DAVIS and MeViS
+    /// (`{"videos": {v: {"expressions": {id: {"exp", "obj_id", …}}, "frames": […]}}}`); `gt_of`
+    /// says where an expression's ground truth is (video name, expression JSON, object ids).
+    fn load_dict_style(
+        &mut self,
+        file: &Path,
+        images: &Path,
+        exclude: &BTreeSet<String>,
+        gt_of: &dyn Fn(&str, &Value, &[String]) -> GroundTruth,
+    ) -> Result<()> {
+        let meta = read_json(file)?;
+        for (name, v) in videos_obj(file, &meta)? {
+            if exclude.contains(name) {
+                continue;
+            }
+            check_name(file, "video name", name)?;
+            let frames = frames_of(file, name, v)?;
             let exps = v.get("expressions").and_then(Value::as_object).ok_or_else(|| {
                 Error::Invalid(format!(
                     "{}: video {name:?} has no `expressions` object",
@@ -273,27 +263,22 @@ impl Dataset {
             })?;
             let mut expressions = Vec::new();
             for (exp_id, e) in exps {
-                check_name(&file, "exp_id", exp_id)?;
+                check_name(file, "exp_id", exp_id)?;
                 let text = e.get("exp").and_then(Value::as_str).ok_or_else(|| {
                     Error::Invalid(format!("{}: {name}/{exp_id} has no `exp` text", file.display()))
                 })?;
-                let anno_ids = ids_of(e.get("anno_id"));
-                let gt = if self.mask_dict.is_some() && !anno_ids.is_empty() {
-                    GroundTruth::MaskDict { anno_ids }
-                } else {
-                    GroundTruth::None
-                };
+                let obj_ids = ids_of(e.get("obj_id"));
                 expressions.push(Expression {
                     exp_id: exp_id.clone(),
                     text: text.to_string(),
                     template: Template::Referring,
                     out_dir: format!("{name}/{exp_id}"),
-                    obj_ids: ids_of(e.get("obj_id")),
-                    gt,
+                    gt: gt_of(name, e, &obj_ids),
+                    obj_ids,
                 });
             }
             expressions.sort_by_key(|e| natural_key(&e.exp_id));
-            let frame_paths = self.frame_paths(&images, name, &frames);
+            let frame_paths = self.frame_paths(images, name, &frames);
             self.videos.push(VideoEntry {
                 name: name.clone(),
                 frames,

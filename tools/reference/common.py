@@ -32,3 +32,23 @@ def test_image(w, h, seed):
 
 def sha256(arr):
     return hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
+
+
+def phi3_prompt(instruction):
+    """VideoLISA's phi3_instruct conversation with the hard-coded answer (chat.py:186-192)."""
+    return ("<|system|>\nYou are a helpful AI assistant.<|end|>\n<|user|>\n<image>\n" + instruction
+            + "<|end|>\n<|assistant|>\nSure, [SEG].<|end|>")
+
+
+def tokenizer_image_token(tok, prompt):
+    """LLaVA's tokenizer_image_token: chunks around <image>, the second chunk's BOS dropped, -200 between."""
+    chunks = [tok(c).input_ids for c in prompt.split("<image>")]
+    ids, offset = [], 0
+    if chunks[0] and chunks[0][0] == tok.bos_token_id:
+        offset = 1
+        ids.append(chunks[0][0])
+    for i, c in enumerate(chunks):
+        if i > 0:
+            ids.append(-200)
+        ids.extend(c[offset:])
+    return ids

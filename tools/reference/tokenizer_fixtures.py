@@ -18,6 +18,9 @@ import sys
 import sentencepiece as spm
 from transformers import AddedToken, LlamaTokenizer, LlamaTokenizerFast
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import phi3_prompt, tokenizer_image_token  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 
@@ -63,24 +66,6 @@ INSTRUCTIONS = [
     ("reason_phrase", "Please segment the cat that sleeps in this scene."),
     ("empty", ""),
 ]
-
-
-def phi3_prompt(instruction):
-    return ("<|system|>\nYou are a helpful AI assistant.<|end|>\n<|user|>\n<image>\n" + instruction
-            + "<|end|>\n<|assistant|>\nSure, [SEG].<|end|>")
-
-
-def tokenizer_image_token(tok, prompt):
-    chunks = [tok(c).input_ids for c in prompt.split("<image>")]
-    ids, offset = [], 0
-    if chunks[0] and chunks[0][0] == tok.bos_token_id:
-        offset = 1
-        ids.append(chunks[0][0])
-    for i, c in enumerate(chunks):
-        if i > 0:
-            ids.append(-200)
-        ids.extend(c[offset:])
-    return ids
 
 
 def train(out):

@@ -26,7 +26,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
-from common import test_image  # noqa: E402
+from common import phi3_prompt, test_image, tokenizer_image_token  # noqa: E402
 from sam_fixtures import build as build_sam, randomize as randomize_sam  # noqa: E402
 
 torch.set_num_threads(2)
@@ -57,24 +57,6 @@ def get_sparse_indices(total, n_sparse=32):
 def get_dense_indices(n_sparse=32, n_dense=4):
     iv = np.linspace(0, n_sparse - 1, n_dense + 1).astype(int)
     return [(iv[i] + (iv[i + 1] - 1)) // 2 for i in range(n_dense)]
-
-
-def phi3_prompt(instruction):
-    return ("<|system|>\nYou are a helpful AI assistant.<|end|>\n<|user|>\n<image>\n" + instruction
-            + "<|end|>\n<|assistant|>\nSure, [SEG].<|end|>")
-
-
-def tokenizer_image_token(tok, prompt):
-    chunks = [tok(c).input_ids for c in prompt.split("<image>")]
-    ids, offset = [], 0
-    if chunks[0] and chunks[0][0] == tok.bos_token_id:
-        offset = 1
-        ids.append(chunks[0][0])
-    for i, c in enumerate(chunks):
-        if i > 0:
-            ids.append(-200)
-        ids.extend(c[offset:])
-    return ids
 
 
 def rand_(t, gen, scale):
