@@ -13,6 +13,20 @@ use videolisa::output::OutputFormats;
 use videolisa::segment::SegmentOptions;
 use videolisa::tokenizer::Template;
 
+/// Which benchmark split (shared by `eval` and `score`).
+#[derive(Args, Clone)]
+struct DatasetArgs {
+    /// Benchmark.
+    #[arg(long, value_enum)]
+    dataset: DatasetKind,
+    /// Dataset root.
+    #[arg(long)]
+    root: PathBuf,
+    /// Split (`valid` for Ref-YouTube-VOS / Ref-DAVIS, `valid_u` or `valid` for MeViS; ignored for ReasonVOS).
+    #[arg(long, default_value = "valid")]
+    split: String,
+}
+
 /// Where the weights come from and how they run (shared by `segment` and `eval`).
 #[derive(Args, Clone)]
 struct ModelArgs {
@@ -113,15 +127,8 @@ enum Command {
     },
     /// Run a benchmark split: predictions in the official layout, scores where ground truth exists.
     Eval {
-        /// Benchmark.
-        #[arg(long, value_enum)]
-        dataset: DatasetKind,
-        /// Dataset root.
-        #[arg(long)]
-        root: PathBuf,
-        /// Split (`valid` for Ref-YouTube-VOS / Ref-DAVIS, `valid_u` or `valid` for MeViS; ignored for ReasonVOS).
-        #[arg(long, default_value = "valid")]
-        split: String,
+        #[command(flatten)]
+        d: DatasetArgs,
         /// Output folder (predictions, scores/, submission.zip).
         #[arg(long)]
         out: PathBuf,
@@ -142,15 +149,8 @@ enum Command {
     },
     /// Score predictions from any tool against a benchmark split.
     Score {
-        /// Benchmark.
-        #[arg(long, value_enum)]
-        dataset: DatasetKind,
-        /// Dataset root.
-        #[arg(long)]
-        root: PathBuf,
-        /// Split.
-        #[arg(long, default_value = "valid")]
-        split: String,
+        #[command(flatten)]
+        d: DatasetArgs,
         /// Prediction root (`<video>/<exp_id>/<frame>.png`).
         #[arg(long)]
         pred: PathBuf,
@@ -250,9 +250,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Eval {
-            dataset,
-            root,
-            split,
+            d,
             out,
             shard,
             merge,
@@ -260,7 +258,7 @@ fn run(cli: Cli) -> Result<()> {
             m,
             json,
         } => {
-            let ds = Dataset::load(dataset, &root, &split)?;
+            let ds = Dataset::load(d.dataset, &d.root, &d.split)?;
             let summary = if merge {
                 videolisa::commands::eval::run_merge(&ds, &out, protocol)?
             } else {
@@ -301,18 +299,16 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Score {
-            dataset,
-            root,
-            split,
+            d,
             pred,
             protocol,
             out,
             json,
         } => {
             let r = videolisa::commands::eval::run_score(
-                dataset,
-                &root,
-                &split,
+                d.dataset,
+                &d.root,
+                &d.split,
                 &pred,
                 protocol,
                 out.as_deref(),
