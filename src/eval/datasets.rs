@@ -76,6 +76,22 @@ pub struct VideoEntry {
     pub expressions: Vec<Expression>,
 }
 
+impl VideoEntry {
+    /// A video whose frames are `<images>/<name>/<frame>.jpg`.
+    fn new(name: &str, images: &Path, frames: Vec<String>, expressions: Vec<Expression>) -> Self {
+        let frame_paths = frames
+            .iter()
+            .map(|f| images.join(name).join(format!("{f}.jpg")))
+            .collect();
+        VideoEntry {
+            name: name.to_string(),
+            frames,
+            frame_paths,
+            expressions,
+        }
+    }
+}
+
 /// A loaded benchmark split.
 #[derive(Debug, Clone)]
 pub struct Dataset {
@@ -184,13 +200,6 @@ impl Dataset {
         Ok(ds)
     }
 
-    fn frame_paths(&self, images: &Path, video: &str, frames: &[String]) -> Vec<PathBuf> {
-        frames
-            .iter()
-            .map(|f| images.join(video).join(format!("{f}.jpg")))
-            .collect()
-    }
-
     /// Ref-YouTube-VOS and Ref-DAVIS (ReferFormer layout): `meta_expressions/<split>/…`.
     fn load_ytvos_like(&mut self) -> Result<()> {
         let file = self
@@ -278,13 +287,8 @@ impl Dataset {
                 });
             }
             expressions.sort_by_key(|e| natural_key(&e.exp_id));
-            let frame_paths = self.frame_paths(images, name, &frames);
-            self.videos.push(VideoEntry {
-                name: name.clone(),
-                frames,
-                frame_paths,
-                expressions,
-            });
+            self.videos
+                .push(VideoEntry::new(name, images, frames, expressions));
         }
         Ok(())
     }
@@ -343,13 +347,8 @@ impl Dataset {
                     },
                 });
             }
-            let frame_paths = self.frame_paths(&images, name, &frames);
-            self.videos.push(VideoEntry {
-                name: name.clone(),
-                frames,
-                frame_paths,
-                expressions,
-            });
+            self.videos
+                .push(VideoEntry::new(name, &images, frames, expressions));
         }
         Ok(())
     }

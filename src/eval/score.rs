@@ -6,7 +6,7 @@
 use super::datasets::{Dataset, DatasetKind, Expression, GroundTruth, VideoEntry};
 use super::metrics::{f_measure, jaccard, max_assignment, mean, BinMask};
 use crate::error::{Error, Result};
-use crate::output::{read_mask_png, write_atomic, write_indexed_png, Rle};
+use crate::output::{decode_png, read_mask_png, write_atomic, write_indexed_png, Rle};
 use image::GrayImage;
 use rayon::prelude::*;
 use serde_json::Value;
@@ -35,6 +35,17 @@ pub enum Status {
     MissingZero,
     /// Prediction or ground truth missing; left out (the ReasonVOS script).
     Excluded,
+}
+
+impl Status {
+    /// The name used in reports (`scored`, `missing_zero`, `excluded`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Scored => "scored",
+            Status::MissingZero => "missing_zero",
+            Status::Excluded => "excluded",
+        }
+    }
 }
 
 /// Score of one expression (or one ground-truth object under the ReferFormer protocol).
@@ -84,23 +95,11 @@ pub struct ScoreReport {
 /// Reads a prediction PNG as OpenCV's `IMREAD_GRAYSCALE` would, then binarises (nonzero):
 /// palette PNGs become the luminance of their colours (so a black palette entry is background).
 pub fn read_prediction(path: &Path) -> Result<BinMask> {
-    if !path.exists() {
-        return Err(Error::NotFound {
-            path: path.to_path_buf(),
-        });
-    }
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut dec = png::Decoder::new(std::io::BufReader::new(file));
-    dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-    let mut reader = dec
-        .read_info()
-        .map_err(|e| Error::Invalid(format!("{}: not a readable PNG: {e}", path.display())))?;
-    let mut buf = vec![0u8; reader.output_buffer_size()];
-    let info = reader
-        .next_frame(&mut buf)
-        .map_err(|e| Error::Invalid(format!("{}: corrupt PNG: {e}", path.display())))?;
+    let (info, px) = decode_png(
+        path,
+        png::Transformations::EXPAND | png::Transformations::STRIP_16,
+    )?;
     let (w, h) = (info.width as usize, info.height as usize);
-    let px = &buf[..info.buffer_size()];
     let luma =
         |r: u8, g: u8, b: u8| (u32::from(r) * 4899 + u32::from(g) * 9617 + u32::from(b) * 1868 + 8192) >> 14;
     let data: Vec<u8> = match info.color_type {
@@ -132,16 +131,6 @@ pub fn read_prediction(path: &Path) -> Result<BinMask> {
         height: h,
         data,
     })
-}
-
-/// Reads an indexed (or grayscale) PNG's raw values: DAVIS object ids.
-pub fn read_labels(path: &Path) -> Result<GrayImage> {
-    if !path.exists() {
-        return Err(Error::NotFound {
-            path: path.to_path_buf(),
-        });
-    }
-    read_mask_png(path)
 }
 
 fn same_size(a: &BinMask, b: &BinMask, pred: &Path, gt: &str) -> Result<()> {
@@ -278,7 +267,7 @@ fn score_expression(
             }
             for f in &v.frames {
                 let gp = dir.join(format!("{f}.png"));
-                let labels = read_labels(&gp)?;
+                let labels = read_mask_png(&gp)?;
                 let g = BinMask::from_label(
                     labels.width() as usize,
                     labels.height() as usize,
@@ -373,10 +362,7 @@ fn report(
 ) -> ScoreReport {
     let mut counts = HashMap::new();
     for s in [Status::Scored, Status::MissingZero, Status::Excluded] {
-        let key = serde_json::to_value(s)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
+        let key = s.name().to_string();
         counts.insert(key, items.iter().filter(|i| i.status == s).count());
     }
     ScoreReport {
@@ -458,7 +444,7 @@ fn davis_video(v: &VideoEntry, a: usize, pred: &Path, merged_out: Option<&Path>)
     let mut voids = Vec::new();
     let mut preds = Vec::new();
     for f in &gt_frames {
-        let g = read_labels(&gt_dir.join(format!("{f}.png")))?;
+        let g = read_mask_png(&gt_dir.join(format!("{f}.png")))?;
         let (w, h) = (g.width() as usize, g.height() as usize);
         voids.push(BinMask::from_label(w, h, g.as_raw(), 255));
         let labels: Vec<u8> = g.as_raw().iter().map(|&x| if x == 255 { 0 } else { x }).collect();
@@ -560,10 +546,7 @@ pub fn write_reports(r: &ScoreReport, dir: &Path) -> Result<()> {
             i.f,
             (i.j + i.f) / 2.0,
             i.frames,
-            serde_json::to_value(i.status)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default()
+            i.status.name()
         );
     }
     put("per_item.csv", csv)?;

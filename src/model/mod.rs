@@ -27,6 +27,16 @@ pub fn mean_keepdim(x: &Tensor, dim: usize) -> candle_core::Result<Tensor> {
     }
 }
 
+/// The dtype normalisations and post-processing compute in: f64 stays f64, everything else
+/// (f32, bf16, f16) works in f32, as PyTorch upcasts.
+pub fn work_dtype(dtype: DType) -> DType {
+    if dtype == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    }
+}
+
 /// Parses a `--dtype`-style name.
 pub fn parse_dtype(s: &str) -> Option<DType> {
     match s {
@@ -93,11 +103,7 @@ impl LayerNorm {
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let dtype = x.dtype();
-        let work = if dtype == DType::F64 {
-            DType::F64
-        } else {
-            DType::F32
-        };
+        let work = work_dtype(dtype);
         let xf = x.to_dtype(work)?;
         let mean = xf.mean_keepdim(candle_core::D::Minus1)?;
         let xc = xf.broadcast_sub(&mean)?;

@@ -99,11 +99,7 @@ pub struct RmsNorm {
 impl Module for RmsNorm {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let dtype = x.dtype();
-        let work = if dtype == DType::F64 {
-            DType::F64
-        } else {
-            DType::F32
-        };
+        let work = crate::model::work_dtype(dtype);
         let xf = x.to_dtype(work)?;
         let var = xf.sqr()?.mean_keepdim(D::Minus1)?;
         let y = xf

@@ -81,12 +81,17 @@ fn write_png(
     })
 }
 
-/// Reads a mask PNG (grayscale, indexed or RGB) as raw values: palette indices for indexed
-/// PNGs, the gray level otherwise (RGB masks are reduced to "any channel nonzero" → 255).
-pub fn read_mask_png(path: &Path) -> Result<GrayImage> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+/// Decodes a PNG with `transformations`: its frame info and exactly its pixel bytes. Errors
+/// name the file.
+pub fn decode_png(path: &Path, transformations: png::Transformations) -> Result<(png::OutputInfo, Vec<u8>)> {
+    let file = std::fs::File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::NotFound {
+            path: path.to_path_buf(),
+        },
+        _ => Error::io(path, e),
+    })?;
     let mut dec = png::Decoder::new(std::io::BufReader::new(file));
-    dec.set_transformations(png::Transformations::STRIP_16);
+    dec.set_transformations(transformations);
     let mut reader = dec
         .read_info()
         .map_err(|e| Error::Invalid(format!("{}: not a readable PNG: {e}", path.display())))?;
@@ -94,9 +99,17 @@ pub fn read_mask_png(path: &Path) -> Result<GrayImage> {
     let info = reader
         .next_frame(&mut buf)
         .map_err(|e| Error::Invalid(format!("{}: corrupt PNG: {e}", path.display())))?;
+    buf.truncate(info.buffer_size());
+    Ok((info, buf))
+}
+
+/// Reads a mask PNG (grayscale, indexed or RGB) as raw values: palette indices for indexed
+/// PNGs, the gray level otherwise (RGB masks are reduced to "any channel nonzero" → 255).
+pub fn read_mask_png(path: &Path) -> Result<GrayImage> {
+    let (info, buf) = decode_png(path, png::Transformations::STRIP_16)?;
     let (w, h) = (info.width, info.height);
     let n = (w * h) as usize;
-    let bytes = &buf[..info.buffer_size()];
+    let bytes = &buf[..];
     let data: Vec<u8> = match (info.color_type, info.bit_depth) {
         (png::ColorType::Grayscale | png::ColorType::Indexed, png::BitDepth::Eight) => bytes.to_vec(),
         (png::ColorType::Grayscale | png::ColorType::Indexed, depth) => {

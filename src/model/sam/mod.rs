@@ -9,7 +9,7 @@ pub mod rel_pos_softmax;
 
 use crate::error::{Error, Result};
 use crate::weights::Loader;
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 pub use image_encoder::ImageEncoderViT;
 pub use mask_decoder::MaskDecoder;
 pub use prompt_encoder::{PromptEncoder, Prompts};
@@ -220,11 +220,7 @@ impl Sam {
         original: (usize, usize),
     ) -> Result<Tensor> {
         let s = self.config.img_size;
-        let work = if masks.dtype() == DType::F64 {
-            DType::F64
-        } else {
-            DType::F32
-        };
+        let work = crate::model::work_dtype(masks.dtype());
         let m = masks.to_dtype(work)?.upsample_bilinear2d(s, s, false)?;
         let m = m.narrow(2, 0, input.0)?.narrow(3, 0, input.1)?.contiguous()?;
         Ok(m.upsample_bilinear2d(original.0, original.1, false)?)
