@@ -9,8 +9,8 @@ use std::path::Path;
 /// What a file looks like.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Sniffed {
-    /// A still image the `image` crate reads.
-    Image(image::ImageFormat),
+    /// A still image (JPEG or PNG).
+    Image,
     /// An mp4 whose first video track is H.264 (avc1).
     Mp4H264,
     /// A video the default build cannot decode (description for the message).
@@ -28,11 +28,8 @@ pub(crate) fn sniff(path: &Path) -> Result<Sniffed> {
     if n == 0 {
         return Ok(Sniffed::Unknown("the file is empty".into()));
     }
-    if head.starts_with(b"\x89PNG\r\n\x1a\n") {
-        return Ok(Sniffed::Image(image::ImageFormat::Png));
-    }
-    if head.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        return Ok(Sniffed::Image(image::ImageFormat::Jpeg));
+    if super::still::StillFormat::sniff(head).is_some() {
+        return Ok(Sniffed::Image);
     }
     if n >= 8 && &head[4..8] == b"ftyp" {
         return match video_codec(&mut f).map_err(|e| Error::io(path, e))? {

@@ -2,7 +2,7 @@
 
 use super::{Frame, SourceKind, VideoInfo};
 use crate::error::{Error, Result};
-use image::{ImageFormat, ImageReader};
+use super::still::{self, StillHeader};
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 
@@ -59,33 +59,13 @@ fn stem(p: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Reads only the header of an image file: (width, height, format).
-fn header(path: &Path, index: usize) -> Result<(u32, u32, ImageFormat)> {
-    let corrupt = |reason: String| Error::CorruptFrame {
+/// Reads only the header of a frame file: its decoded size and format.
+fn header(path: &Path, index: usize) -> Result<StillHeader> {
+    still::read_header(path).map_err(|reason| Error::CorruptFrame {
         path: path.to_path_buf(),
         index,
         reason,
-    };
-    let reader = ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| Error::io(path, e))?;
-    let format = reader
-        .format()
-        .ok_or_else(|| corrupt("not a jpg or png image".into()))?;
-    let (w, h) = reader.into_dimensions().map_err(|e| corrupt(e.to_string()))?;
-    if w == 0 || h == 0 {
-        return Err(corrupt(format!("empty image ({w}x{h})")));
-    }
-    Ok((w, h, format))
-}
-
-fn format_name(f: ImageFormat) -> String {
-    match f {
-        ImageFormat::Jpeg => "jpeg".into(),
-        ImageFormat::Png => "png".into(),
-        other => format!("{other:?}").to_lowercase(),
-    }
+    })
 }
 
 /// Lists and checks a folder of frames (headers only): natural order, one size for all.
@@ -108,7 +88,25 @@ pub(crate) fn open_folder(dir: &Path) -> Result<(VideoInfo, Vec<PathBuf>)> {
         let nb = b.file_name().unwrap_or_default().to_string_lossy();
         natural_cmp(&na, &nb)
     });
+    check_distinct_names(&paths)?;
     open_files(dir, paths)
+}
+
+/// Outputs are named after the frame's file stem, so two frames with one stem (`a.jpg` and
+/// `a.png`) would write the same mask file: refuse them, naming both.
+fn check_distinct_names(paths: &[PathBuf]) -> Result<()> {
+    let mut seen: std::collections::HashMap<String, &PathBuf> = std::collections::HashMap::new();
+    for p in paths {
+        if let Some(first) = seen.insert(stem(p), p) {
+            return Err(Error::Invalid(format!(
+                "{} and {} have the same name without extension; their masks would overwrite each \
+                 other: rename or remove one",
+                first.display(),
+                p.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Checks an explicit, ordered list of frame files (headers only): one size for all.
@@ -123,9 +121,17 @@ pub(crate) fn open_files(dir: &Path, paths: Vec<PathBuf>) -> Result<(VideoInfo, 
             return Err(Error::NotFound { path: p.clone() });
         }
     }
-    let (w, h, format) = header(&paths[0], 0)?;
+    let StillHeader {
+        width: w,
+        height: h,
+        format,
+    } = header(&paths[0], 0)?;
     for (i, p) in paths.iter().enumerate().skip(1) {
-        let (wi, hi, _) = header(p, i)?;
+        let StillHeader {
+            width: wi,
+            height: hi,
+            ..
+        } = header(p, i)?;
         if (wi, hi) != (w, h) {
             return Err(Error::MixedFrameSizes {
                 path: p.clone(),
@@ -144,15 +150,19 @@ pub(crate) fn open_files(dir: &Path, paths: Vec<PathBuf>) -> Result<(VideoInfo, 
         width: w,
         height: h,
         fps: None,
-        codec: format_name(format),
+        codec: format.name().into(),
         frame_names: paths.iter().map(|p| stem(p)).collect(),
     };
     Ok((info, paths))
 }
 
 /// A single image as a one-frame video.
-pub(crate) fn open_image(path: &Path, format: ImageFormat) -> Result<VideoInfo> {
-    let (w, h, _) = header(path, 0)?;
+pub(crate) fn open_image(path: &Path) -> Result<VideoInfo> {
+    let StillHeader {
+        width: w,
+        height: h,
+        format,
+    } = header(path, 0)?;
     Ok(VideoInfo {
         path: path.to_path_buf(),
         kind: SourceKind::Image,
@@ -160,17 +170,9 @@ pub(crate) fn open_image(path: &Path, format: ImageFormat) -> Result<VideoInfo> 
         width: w,
         height: h,
         fps: None,
-        codec: format_name(format),
+        codec: format.name().into(),
         frame_names: vec![stem(path)],
     })
-}
-
-/// True when a JPEG stream has its end-of-image marker after the last start-of-scan marker.
-/// (Entropy-coded data never holds 0xFF 0xD9, byte stuffing guarantees it.) Decoders
-/// silently grey-fill truncated files, so this is how a cut-off frame is caught.
-fn jpeg_complete(bytes: &[u8]) -> bool {
-    let last_sos = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]).unwrap_or(0);
-    bytes[last_sos..].windows(2).any(|w| w == [0xFF, 0xD9])
 }
 
 /// Decodes frame `index` from its file and checks it has the video's size.
@@ -181,13 +183,7 @@ pub(crate) fn read_frame(path: &Path, index: usize, w: u32, h: u32, first: &Path
         reason,
     };
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let format = image::guess_format(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    if format == ImageFormat::Jpeg && !jpeg_complete(&bytes) {
-        return Err(corrupt("truncated JPEG (no end-of-image marker)".into()));
-    }
-    let img = image::load_from_memory_with_format(&bytes, format)
-        .map_err(|e| corrupt(e.to_string()))?
-        .into_rgb8();
+    let img = still::decode(&bytes).map_err(corrupt)?;
     if img.dimensions() != (w, h) {
         return Err(Error::MixedFrameSizes {
             path: path.to_path_buf(),

@@ -7,6 +7,7 @@ mod container;
 mod ffmpeg;
 mod files;
 mod mp4;
+mod still;
 
 use crate::error::{Error, Result};
 use image::RgbImage;
@@ -132,8 +133,8 @@ impl Video {
             });
         }
         match container::sniff(path)? {
-            container::Sniffed::Image(format) => {
-                let info = files::open_image(path, format)?;
+            container::Sniffed::Image => {
+                let info = files::open_image(path)?;
                 Ok(Video {
                     info,
                     backend: Backend::Files(vec![path.to_path_buf()]),
