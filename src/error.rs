@@ -29,6 +29,14 @@ pub enum Error {
         /// The cargo feature that adds support.
         feature: &'static str,
     },
+    /// A video file whose structure is damaged or cut short.
+    #[error("{}: corrupt or truncated video file: {reason}", path.display())]
+    CorruptVideo {
+        /// The offending input.
+        path: PathBuf,
+        /// What is wrong, where.
+        reason: String,
+    },
     /// The input holds no frame at all.
     #[error("{}: the video has zero frames", path.display())]
     NoFrames {

@@ -13,7 +13,8 @@ use videolisa::video::Video;
 #[test]
 fn frames_decode_like_cv2_imread() {
     let dir = fixture("jpeg");
-    let doc: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     let files = doc["files"].as_array().unwrap();
     assert!(files.len() >= 40, "{} fixtures", files.len());
     let mut failures = Vec::new();
@@ -23,7 +24,10 @@ fn frames_decode_like_cv2_imread() {
         jpegs += usize::from(name.ends_with(".jpg"));
         let video = Video::open(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         let info = video.info();
-        let (w, h) = (f["width"].as_u64().unwrap() as u32, f["height"].as_u64().unwrap() as u32);
+        let (w, h) = (
+            f["width"].as_u64().unwrap() as u32,
+            f["height"].as_u64().unwrap() as u32,
+        );
         assert_eq!((info.width, info.height), (w, h), "{name}: header size");
         let frame = video.frames().unwrap().next().unwrap().unwrap();
         assert_eq!(frame.image.dimensions(), (w, h), "{name}: decoded size");
@@ -38,5 +42,8 @@ fn frames_decode_like_cv2_imread() {
         failures.len()
     );
     assert!(jpegs >= 40);
-    assert!(failures.is_empty(), "decoded differently from cv2.imread: {failures:?}");
+    assert!(
+        failures.is_empty(),
+        "decoded differently from cv2.imread: {failures:?}"
+    );
 }

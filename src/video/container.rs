@@ -15,6 +15,8 @@ pub(crate) enum Sniffed {
     Mp4H264,
     /// A video the default build cannot decode (description for the message).
     OtherVideo(String),
+    /// An mp4/mov whose box structure is damaged or cut short (what and where).
+    Corrupt(String),
     /// Not recognised (reason for the message).
     Unknown(String),
 }
@@ -32,14 +34,15 @@ pub(crate) fn sniff(path: &Path) -> Result<Sniffed> {
         return Ok(Sniffed::Image);
     }
     if n >= 8 && &head[4..8] == b"ftyp" {
-        return match video_codec(&mut f).map_err(|e| Error::io(path, e))? {
-            Some(c) if c == *b"avc1" => Ok(Sniffed::Mp4H264),
-            Some(c) => Ok(Sniffed::OtherVideo(format!(
-                "{} video in an mp4/mov container",
-                codec_name(&c)
-            ))),
-            None => Ok(Sniffed::Unknown("an mp4/mov file without a video track".into())),
+        let moov = match read_moov(&mut f).map_err(|e| Error::io(path, e))? {
+            Ok(moov) => moov,
+            Err(reason) => return Ok(Sniffed::Corrupt(reason)),
         };
+        return Ok(match moov_video_codec(&moov) {
+            Some(c) if c == *b"avc1" => Sniffed::Mp4H264,
+            Some(c) => Sniffed::OtherVideo(format!("{} video in an mp4/mov container", codec_name(&c))),
+            None => Sniffed::Unknown("an mp4/mov file without a video track".into()),
+        });
     }
     let other = if head.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]) {
         Some("a Matroska/WebM file")
@@ -105,27 +108,122 @@ fn codec_name(c: &[u8; 4]) -> String {
     format!("{name} ({s})")
 }
 
-/// Fourcc of the first sample entry of the first `vide` track, or None.
-fn video_codec(f: &mut File) -> std::io::Result<Option<[u8; 4]>> {
+/// Printable name of a box type (escaped when it is not ASCII, as in damaged files).
+fn fourcc(kind: &[u8; 4]) -> String {
+    kind.iter()
+        .map(|&c| std::ascii::escape_default(c).to_string())
+        .collect()
+}
+
+/// Boxes whose body is a sequence of boxes (walked to check the movie header's structure).
+const CONTAINERS: [&[u8; 4]; 8] = [
+    b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts", b"dinf", b"mvex",
+];
+
+/// Walks the top-level boxes and returns the body of `moov`, its nested boxes checked to fit
+/// their parents. `Ok(Err(reason))` describes a truncated or damaged file.
+fn read_moov(f: &mut File) -> std::io::Result<std::result::Result<Vec<u8>, String>> {
     let len = f.metadata()?.len();
-    let mut pos = 0u64;
-    while pos + 8 <= len {
+    let (mut pos, mut moov, mut saw_mdat) = (0u64, None, false);
+    while len - pos >= 8 {
+        f.seek(SeekFrom::Start(pos))?;
+        if len - pos < 16 && peek_largesize(f)? {
+            return Ok(Err(format!(
+                "the file ends inside the header of the box at offset {pos}"
+            )));
+        }
         f.seek(SeekFrom::Start(pos))?;
         let (size, kind, header) = box_header(f, len - pos)?;
         if size < header {
-            return Ok(None);
+            return Ok(Err(format!(
+                "box `{}` at offset {pos} declares an impossible size of {size} bytes",
+                fourcc(&kind)
+            )));
+        }
+        if size > len - pos {
+            return Ok(Err(if &kind == b"mdat" {
+                format!(
+                    "the file is truncated: its media data (the mdat box at offset {pos}) declares {size} \
+                     bytes but the file ends {} bytes into it",
+                    len - pos
+                )
+            } else {
+                format!(
+                    "box `{}` at offset {pos} declares {size} bytes but the file ends {} bytes into it",
+                    fourcc(&kind),
+                    len - pos
+                )
+            }));
         }
         if &kind == b"moov" {
-            let body_len = usize::try_from(size - header)
-                .unwrap_or(usize::MAX)
-                .min(256 << 20);
-            let mut body = vec![0u8; body_len];
+            let mut body = vec![
+                0u8;
+                usize::try_from(size - header)
+                    .unwrap_or(usize::MAX)
+                    .min(256 << 20)
+            ];
             f.read_exact(&mut body)?;
-            return Ok(moov_video_codec(&body));
+            if let Err(reason) = check_children(&body, b"moov", pos + header) {
+                return Ok(Err(reason));
+            }
+            moov = Some(body);
+        }
+        saw_mdat |= &kind == b"mdat";
+        pos += size;
+    }
+    Ok(moov.ok_or_else(|| {
+        if saw_mdat {
+            "there is no movie header (moov box) after the media data: the file is truncated or its \
+             recording was never finalised"
+                .to_string()
+        } else {
+            "there is no movie header (moov box)".to_string()
+        }
+    }))
+}
+
+fn peek_largesize(f: &mut File) -> std::io::Result<bool> {
+    let mut h = [0u8; 4];
+    f.read_exact(&mut h)?;
+    Ok(u32::from_be_bytes(h) == 1)
+}
+
+/// Checks that the boxes in `buf` (the body of `parent`, found at file offset `offset`) tile it
+/// exactly, recursing into container boxes.
+fn check_children(buf: &[u8], parent: &[u8; 4], offset: u64) -> std::result::Result<(), String> {
+    let mut pos = 0usize;
+    while pos < buf.len() {
+        let at = offset + pos as u64;
+        let rest = buf.len() - pos;
+        let bad = |what: String| {
+            Err(format!(
+                "damaged movie header (moov): {what}, inside `{}` which has {rest} bytes left at offset {at}",
+                fourcc(parent)
+            ))
+        };
+        if rest < 8 {
+            return bad(format!("{rest} stray bytes"));
+        }
+        let size = u32::from_be_bytes(buf[pos..pos + 4].try_into().expect("4 bytes")) as usize;
+        let kind: [u8; 4] = buf[pos + 4..pos + 8].try_into().expect("4 bytes");
+        let (size, header) = match size {
+            0 => (rest, 8),
+            1 if rest >= 16 => {
+                let l = u64::from_be_bytes(buf[pos + 8..pos + 16].try_into().expect("8 bytes"));
+                (usize::try_from(l).unwrap_or(usize::MAX), 16)
+            }
+            1 => return bad(format!("box `{}` is cut off", fourcc(&kind))),
+            s => (s, 8),
+        };
+        if size < header || size > rest {
+            return bad(format!("box `{}` declares {size} bytes", fourcc(&kind)));
+        }
+        if CONTAINERS.contains(&&kind) {
+            check_children(&buf[pos + header..pos + size], &kind, at + header as u64)?;
         }
         pos += size;
     }
-    Ok(None)
+    Ok(())
 }
 
 /// Reads a box header at the current position: (total size, type, header length).

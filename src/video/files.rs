@@ -1,8 +1,8 @@
 //! Frame folders (`JPEGImages/<video>/` style) and single images.
 
+use super::still::{self, StillHeader};
 use super::{Frame, SourceKind, VideoInfo};
 use crate::error::{Error, Result};
-use super::still::{self, StillHeader};
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 

@@ -6,8 +6,10 @@ mod container;
 #[cfg(feature = "ffmpeg")]
 mod ffmpeg;
 mod files;
+mod h264;
 mod mp4;
 mod still;
+mod yuv;
 
 use crate::error::{Error, Result};
 use image::RgbImage;
@@ -148,6 +150,10 @@ impl Video {
                 })
             }
             container::Sniffed::OtherVideo(what) => Self::open_other(path, what),
+            container::Sniffed::Corrupt(reason) => Err(Error::CorruptVideo {
+                path: path.to_path_buf(),
+                reason,
+            }),
             container::Sniffed::Unknown(reason) => Self::open_unknown(path, reason),
         }
     }

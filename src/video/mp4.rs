@@ -1,9 +1,15 @@
-//! H.264 mp4 decoding with the bundled OpenH264 (no system libraries): samples are read one
-//! at a time from the file, rewritten from length-prefixed NAL units to Annex-B, decoded,
-//! and converted to RGB.
+//! H.264 mp4 decoding with the bundled OpenH264 (no system libraries), presenting frames as
+//! OpenCV's `VideoCapture` (FFmpeg) does: samples are decoded in order, pictures that the track's
+//! edit list leaves out are dropped, YUV becomes RGB with libswscale's arithmetic
+//! ([`super::yuv`]), and the track's rotation is applied. Streams the built-in decoder cannot
+//! read (10-bit, 4:2:2/4:4:4, interlaced) are refused before decoding, naming the feature that
+//! reads them.
 
+use super::h264::{parse_sps, Sps};
+use super::yuv::YuvToRgb;
 use super::{frame_count_mismatch, Frame, SourceKind, VideoInfo};
 use crate::error::{Error, Result};
+use ::mp4::Mp4Track;
 use image::RgbImage;
 use openh264::decoder::{DecodedYUV, Decoder, DecoderConfig, Flush};
 use openh264::formats::YUVSource;
@@ -23,18 +29,126 @@ pub(crate) struct Mp4Source {
     samples: u32,
     nal_length_size: usize,
     parameter_sets: Vec<u8>,
+    /// Per picture in presentation order: shown (inside the edit list) or dropped.
+    shown: Vec<bool>,
+    /// Clockwise rotation in degrees (0, 90, 180, 270).
+    rotation: u32,
+    color: YuvToRgb,
+}
+
+fn corrupt(path: &Path, reason: String) -> Error {
+    Error::CorruptVideo {
+        path: path.to_path_buf(),
+        reason,
+    }
 }
 
 fn open_reader(path: &Path) -> Result<::mp4::Mp4Reader<BufReader<File>>> {
     let f = File::open(path).map_err(|e| Error::io(path, e))?;
     let size = f.metadata().map_err(|e| Error::io(path, e))?.len();
-    ::mp4::Mp4Reader::read_header(BufReader::new(f), size).map_err(|e| Error::NotAVideo {
-        path: path.to_path_buf(),
-        reason: format!("unreadable mp4 structure: {e}"),
-    })
+    ::mp4::Mp4Reader::read_header(BufReader::new(f), size)
+        .map_err(|e| corrupt(path, format!("unreadable mp4 structure: {e}")))
 }
 
-/// Opens an H.264 mp4: reads the sample tables and decodes the first frame to learn its size.
+/// Presentation time (decode time + composition offset) of every sample (as many as the
+/// sample size table lists), in media timescale.
+fn presentation_times(track: &Mp4Track) -> Vec<i64> {
+    let stbl = &track.trak.mdia.minf.stbl;
+    let samples = track.sample_count() as usize;
+    let mut pts = Vec::with_capacity(samples);
+    let (mut dts, mut delta) = (0i64, 0i64);
+    'table: for e in &stbl.stts.entries {
+        delta = i64::from(e.sample_delta);
+        for _ in 0..e.sample_count {
+            if pts.len() == samples {
+                break 'table;
+            }
+            pts.push(dts);
+            dts += delta;
+        }
+    }
+    while pts.len() < samples {
+        pts.push(dts);
+        dts += delta;
+    }
+    if let Some(ctts) = &stbl.ctts {
+        let offsets = ctts
+            .entries
+            .iter()
+            .flat_map(|e| std::iter::repeat_n(i64::from(e.sample_offset), e.sample_count as usize));
+        for (p, o) in pts.iter_mut().zip(offsets) {
+            *p += o;
+        }
+    }
+    pts
+}
+
+/// Which pictures, in presentation order, the edit list shows: those whose presentation time
+/// falls in `[media_time, media_time + duration)` of a non-empty edit (FFmpeg's rule; empty
+/// edits only delay the start). Without an edit list every picture is shown.
+fn shown_pictures(track: &Mp4Track, movie_timescale: u32) -> Vec<bool> {
+    let trak = &track.trak;
+    let mut pts = presentation_times(track);
+    pts.sort_unstable();
+    let media_timescale = i128::from(trak.mdia.mdhd.timescale.max(1));
+    let movie_timescale = i128::from(movie_timescale.max(1));
+    let ranges: Vec<(i64, i64)> = trak
+        .edts
+        .as_ref()
+        .and_then(|e| e.elst.as_ref())
+        .map(|elst| {
+            elst.entries
+                .iter()
+                .filter_map(|e| {
+                    let start = if elst.version == 1 {
+                        e.media_time as i64
+                    } else {
+                        i64::from(e.media_time as u32 as i32)
+                    };
+                    if start < 0 {
+                        return None; // an empty edit
+                    }
+                    // av_rescale: nearest, halves away from zero
+                    let d = i128::from(e.segment_duration) * media_timescale;
+                    let dur = ((d + movie_timescale / 2) / movie_timescale) as i64;
+                    Some((
+                        start,
+                        if dur == 0 {
+                            i64::MAX
+                        } else {
+                            start.saturating_add(dur)
+                        },
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if ranges.is_empty() {
+        return vec![true; pts.len()];
+    }
+    pts.iter()
+        .map(|&p| ranges.iter().any(|&(s, e)| p >= s && p < e))
+        .collect()
+}
+
+/// The track's display rotation, clockwise, as OpenCV applies it: the angle of the `tkhd`
+/// matrix (FFmpeg's `av_display_rotation_get`), rounded, when it is a multiple of 90°.
+fn rotation(track: &Mp4Track) -> u32 {
+    let m = &track.trak.tkhd.matrix;
+    let (a, b, c, d) = (f64::from(m.a), f64::from(m.b), f64::from(m.c), f64::from(m.d));
+    let (s0, s1) = (a.hypot(c), b.hypot(d));
+    if s0 == 0.0 || s1 == 0.0 {
+        return 0;
+    }
+    let degrees = (b / s1).atan2(a / s0).to_degrees().round() as i64;
+    match degrees.rem_euclid(360) {
+        r @ (90 | 180 | 270) => r as u32,
+        _ => 0,
+    }
+}
+
+/// Opens an H.264 mp4: sample tables, parameter sets, edit list and rotation; decodes the first
+/// frame to learn the picture size.
 pub(crate) fn open(path: &Path) -> Result<(VideoInfo, Mp4Source)> {
     let reader = open_reader(path)?;
     let track = reader
@@ -55,6 +169,13 @@ pub(crate) fn open(path: &Path) -> Result<(VideoInfo, Mp4Source)> {
         .avc1
         .as_ref()
         .expect("media type H264 implies avc1");
+    let sps = avc1
+        .avcc
+        .sequence_parameter_sets
+        .first()
+        .ok_or_else(|| corrupt(path, "the H.264 track has no sequence parameter set".into()))
+        .and_then(|nal| parse_sps(&nal.bytes).map_err(|r| corrupt(path, r)))?;
+    refuse_unsupported(path, &sps)?;
     let mut parameter_sets = Vec::new();
     for nal in avc1
         .avcc
@@ -66,6 +187,8 @@ pub(crate) fn open(path: &Path) -> Result<(VideoInfo, Mp4Source)> {
         parameter_sets.extend_from_slice(&nal.bytes);
     }
     let samples = track.sample_count();
+    let shown = shown_pictures(track, reader.moov.mvhd.timescale);
+    let frames = shown.iter().filter(|&&s| s).count();
     let mdhd = &track.trak.mdia.mdhd;
     let fps = (mdhd.duration > 0 && mdhd.timescale > 0)
         .then(|| f64::from(samples) * f64::from(mdhd.timescale) / mdhd.duration as f64);
@@ -75,8 +198,11 @@ pub(crate) fn open(path: &Path) -> Result<(VideoInfo, Mp4Source)> {
         samples,
         nal_length_size: usize::from(avc1.avcc.length_size_minus_one & 3) + 1,
         parameter_sets,
+        shown,
+        rotation: rotation(track),
+        color: YuvToRgb::new(sps.matrix_coefficients, sps.full_range),
     };
-    if samples == 0 {
+    if frames == 0 {
         return Err(Error::NoFrames {
             path: path.to_path_buf(),
         });
@@ -84,20 +210,32 @@ pub(crate) fn open(path: &Path) -> Result<(VideoInfo, Mp4Source)> {
     let mut info = VideoInfo {
         path: path.to_path_buf(),
         kind: SourceKind::Mp4,
-        frames: samples as usize,
+        frames,
         width: u32::from(track.width()),
         height: u32::from(track.height()),
         fps,
         codec: "h264".into(),
-        frame_names: (0..samples as usize).map(|i| format!("{i:05}")).collect(),
+        frame_names: (0..frames).map(|i| format!("{i:05}")).collect(),
     };
-    // The coded size in the sample entry can differ from the cropped picture: trust the decoder.
+    // The coded size in the sample entry can differ from the cropped, rotated picture: trust
+    // the decoder.
     let first = src.frames(&info)?.next().ok_or_else(|| Error::NoFrames {
         path: path.to_path_buf(),
     })??;
     info.width = first.image.width();
     info.height = first.image.height();
     Ok((info, src))
+}
+
+fn refuse_unsupported(path: &Path, sps: &Sps) -> Result<()> {
+    match sps.unsupported() {
+        Some(what) => Err(Error::UnsupportedCodec {
+            path: path.to_path_buf(),
+            what,
+            feature: "ffmpeg",
+        }),
+        None => Ok(()),
+    }
 }
 
 impl Mp4Source {
@@ -115,10 +253,14 @@ impl Mp4Source {
             samples: self.samples,
             nal_length_size: self.nal_length_size,
             parameter_sets: self.parameter_sets.clone(),
+            shown: self.shown.clone(),
+            rotation: self.rotation,
+            color: self.color,
             declared: info.frames,
             size: (info.width, info.height),
             decoder,
             next_sample: 1,
+            pictures: 0,
             emitted: 0,
             ready: VecDeque::new(),
             flushed: false,
@@ -136,10 +278,15 @@ pub(crate) struct Mp4Frames {
     samples: u32,
     nal_length_size: usize,
     parameter_sets: Vec<u8>,
+    shown: Vec<bool>,
+    rotation: u32,
+    color: YuvToRgb,
     declared: usize,
     size: (u32, u32),
     decoder: Decoder,
     next_sample: u32,
+    /// Pictures out of the decoder so far (shown or not).
+    pictures: usize,
     emitted: usize,
     ready: VecDeque<RgbImage>,
     flushed: bool,
@@ -147,11 +294,26 @@ pub(crate) struct Mp4Frames {
     annexb: Vec<u8>,
 }
 
-fn to_rgb(yuv: &DecodedYUV<'_>) -> RgbImage {
+/// One decoded picture as RGB, rotated for display.
+fn to_rgb(yuv: &DecodedYUV<'_>, color: &YuvToRgb, rotation: u32) -> RgbImage {
     let (w, h) = yuv.dimensions();
+    let (ys, us, vs) = yuv.strides();
     let mut buf = vec![0u8; w * h * 3];
-    yuv.write_rgb8(&mut buf);
-    RgbImage::from_raw(w as u32, h as u32, buf).expect("full RGB buffer")
+    color.convert([(yuv.y(), ys), (yuv.u(), us), (yuv.v(), vs)], w, h, &mut buf);
+    let img = RgbImage::from_raw(w as u32, h as u32, buf).expect("full RGB buffer");
+    match rotation {
+        90 => image::imageops::rotate90(&img),
+        180 => image::imageops::rotate180(&img),
+        270 => image::imageops::rotate270(&img),
+        _ => img,
+    }
+}
+
+fn decoder_error(e: &openh264::Error) -> String {
+    format!(
+        "the H.264 decoder (OpenH264) failed with error code {}",
+        e.native_code()
+    )
 }
 
 impl Mp4Frames {
@@ -179,7 +341,7 @@ impl Mp4Frames {
                 .iter()
                 .fold(0usize, |a, &b| (a << 8) | usize::from(b));
             pos += n;
-            if pos + len > sample.len() {
+            if len > sample.len() - pos {
                 return Err(format!("NAL unit of {len} bytes overruns the sample"));
             }
             self.annexb.extend_from_slice(&START_CODE);
@@ -189,7 +351,7 @@ impl Mp4Frames {
         Ok(())
     }
 
-    /// Feeds samples until a picture is ready or the track ends.
+    /// Feeds samples until a shown picture is ready or the track ends.
     fn pump(&mut self) -> Result<()> {
         while self.ready.is_empty() && self.next_sample <= self.samples {
             let idx = self.next_sample as usize - 1;
@@ -204,27 +366,42 @@ impl Mp4Frames {
             self.fill_annexb(&sample.bytes, sample.is_sync)
                 .map_err(|r| self.corrupt(idx, r))?;
             self.next_sample += 1;
+            let path = self.path.clone();
+            let (color, rotation) = (self.color, self.rotation);
             let decoded = self
                 .decoder
                 .decode(&self.annexb)
                 .map_err(|e| Error::CorruptFrame {
-                    path: self.path.clone(),
+                    path,
                     index: idx,
-                    reason: e.to_string(),
+                    reason: decoder_error(&e),
                 })?
-                .map(|yuv| to_rgb(&yuv));
+                .map(|yuv| to_rgb(&yuv, &color, rotation));
             if let Some(img) = decoded {
-                self.ready.push_back(img);
+                let shown = self.shown.get(self.pictures).copied().unwrap_or(false);
+                self.pictures += 1;
+                if shown {
+                    self.ready.push_back(img);
+                }
             }
         }
         if self.ready.is_empty() && !self.flushed {
             self.flushed = true;
+            let index = self.emitted;
             let rest = self.decoder.flush_remaining().map_err(|e| Error::CorruptFrame {
                 path: self.path.clone(),
-                index: self.emitted,
-                reason: e.to_string(),
+                index,
+                reason: decoder_error(&e),
             })?;
-            self.ready.extend(rest.iter().map(to_rgb));
+            let (shown, start, color, rotation) = (&self.shown, self.pictures, self.color, self.rotation);
+            let imgs: Vec<RgbImage> = rest
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| shown.get(start + k).copied().unwrap_or(false))
+                .map(|(_, yuv)| to_rgb(yuv, &color, rotation))
+                .collect();
+            self.pictures += rest.len();
+            self.ready.extend(imgs);
         }
         Ok(())
     }

@@ -142,7 +142,10 @@ fn orientation<R>(d: &Decompress<R>) -> Option<Orientation> {
 fn swaps_axes(o: Orientation) -> bool {
     matches!(
         o,
-        Orientation::Rotate90 | Orientation::Rotate270 | Orientation::Rotate90FlipH | Orientation::Rotate270FlipH
+        Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH
     )
 }
 
