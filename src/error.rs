@@ -111,13 +111,14 @@ pub enum Error {
     /// A malformed value given by the caller (argument, JSON, RLE, ...).
     #[error("{0}")]
     Invalid(String),
-    /// An I/O failure while reading or writing `path`.
-    #[error("{}: {source}", path.display())]
+    /// An I/O failure while reading or writing `path`. The OS message is part of the text (and
+    /// deliberately not an error `source`, so that a cause chain prints it once).
+    #[error("{}: {err}", path.display())]
     Io {
         /// The file involved.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        err: std::io::Error,
     },
     /// Any other runtime failure (encoder, serialization, ...).
     #[error("{0}")]
@@ -134,10 +135,10 @@ impl Error {
     }
 
     /// Wraps an `std::io::Error` with the path it concerns.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, err: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            err,
         }
     }
 }

@@ -8,10 +8,24 @@ use videolisa::commands::probe::{self, FrameSelection, ProbeOptions};
 use videolisa::commands::segment::{self as seg, SegmentArgs};
 use videolisa::eval::datasets::{parse_shard, Dataset, DatasetKind};
 use videolisa::eval::run::EvalOptions;
-use videolisa::eval::score::Protocol;
+use videolisa::eval::score::{MissingExpression, Protocol, ScoreOptions};
+use videolisa::load::{DeviceSpec, DtypeSpec, LoadSpec};
 use videolisa::output::OutputFormats;
 use videolisa::segment::SegmentOptions;
 use videolisa::tokenizer::Template;
+
+/// A count that must be at least 1.
+fn positive(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("`{s}` is not a whole number of at least 1")),
+    }
+}
+
+/// `i/n` with 0 ≤ i < n.
+fn shard(s: &str) -> std::result::Result<(usize, usize), String> {
+    parse_shard(s).map_err(|e| e.to_string())
+}
 
 /// Which benchmark split (shared by `eval` and `score`).
 #[derive(Args, Clone)]
@@ -42,19 +56,32 @@ struct ModelArgs {
     /// dtypes: `bf16`, `f32`, or per component `llm=bf16,clip=f32,sam=f32` (default: LLM bf16;
     /// CLIP and SAM f32 on CPU, bf16 on CUDA).
     #[arg(long)]
-    dtype: Option<String>,
+    dtype: Option<DtypeSpec>,
     /// `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
-    device: String,
+    device: DeviceSpec,
     /// Number of sparse frames (T_sparse).
-    #[arg(long, default_value_t = videolisa::sampling::DEFAULT_SPARSE)]
+    #[arg(long, default_value_t = videolisa::sampling::DEFAULT_SPARSE, value_parser = positive)]
     sparse: usize,
-    /// Number of dense frames (T_dense).
-    #[arg(long, default_value_t = videolisa::sampling::DEFAULT_DENSE)]
+    /// Number of dense frames (T_dense; at most --sparse).
+    #[arg(long, default_value_t = videolisa::sampling::DEFAULT_DENSE, value_parser = positive)]
     dense: usize,
     /// Frames per SAM image-encoder batch.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = positive)]
     sam_batch: usize,
+}
+
+impl ModelArgs {
+    /// What to load, as the library takes it.
+    fn load_spec(&self) -> LoadSpec {
+        LoadSpec {
+            model: self.model.clone(),
+            clip: self.clip.clone(),
+            offline: self.offline,
+            dtype: self.dtype.unwrap_or_default(),
+            device: self.device,
+        }
+    }
 }
 
 /// Segment the object a sentence describes in every frame of a video (VideoLISA on candle).
@@ -83,14 +110,14 @@ enum Command {
         /// Write the CLIP and SAM input tensors of the chosen frames to DIR as safetensors.
         #[arg(long, value_name = "DIR")]
         dump: Option<PathBuf>,
-        /// Frames to dump: `dense`, `sparse`, `all` or a list such as `0,5,9`.
-        #[arg(long, default_value = "dense")]
+        /// Frames to dump (with --dump): `dense`, `sparse`, `all` or a list such as `0,5,9`.
+        #[arg(long, default_value = "dense", requires = "dump")]
         frames: FrameSelection,
         /// Number of sparse frames (T_sparse).
-        #[arg(long, default_value_t = videolisa::sampling::DEFAULT_SPARSE)]
+        #[arg(long, default_value_t = videolisa::sampling::DEFAULT_SPARSE, value_parser = positive)]
         sparse: usize,
-        /// Number of dense frames (T_dense).
-        #[arg(long, default_value_t = videolisa::sampling::DEFAULT_DENSE)]
+        /// Number of dense frames (T_dense; at most --sparse).
+        #[arg(long, default_value_t = videolisa::sampling::DEFAULT_DENSE, value_parser = positive)]
         dense: usize,
     },
     /// Segment what each prompt describes in every frame of a video.
@@ -101,9 +128,15 @@ enum Command {
         /// A sentence; repeat for several objects (they share the decoded frames and SAM's encodings).
         #[arg(long = "prompt", short, required = true)]
         prompts: Vec<String>,
-        /// Output folder: prompt_<k>/<frame>.png per prompt and summary.json.
+        /// Output folder: prompt_<k>/<frame>.png per prompt, summary.json and the run manifest.
+        /// A folder holding an earlier segment run is replaced; any other non-empty folder is
+        /// refused unless --force.
         #[arg(long)]
         out: PathBuf,
+        /// Write into a non-empty folder that holds other files (prompt_*/ and summary.json are
+        /// replaced; other files are left alone).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         m: ModelArgs,
         /// How the prompt is worded for the model.
@@ -115,8 +148,8 @@ enum Command {
         /// Also write COCO RLE JSON (masks.rle.json) per prompt.
         #[arg(long)]
         rle: bool,
-        /// Foreground value of the mask PNGs (100 for the Ref-DAVIS raw layout).
-        #[arg(long, default_value_t = 255)]
+        /// Foreground value of the mask PNGs, 1–255 (100 for the Ref-DAVIS raw layout).
+        #[arg(long, default_value_t = 255, value_parser = clap::value_parser!(u8).range(1..))]
         mask_value: u8,
         /// Write intermediates (ids, sampled indices, visual tokens, prompt, logits) to DIR.
         #[arg(long, value_name = "DIR")]
@@ -133,11 +166,15 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
         /// Run only shard i of n (`--shard 3/8`): every n-th video.
-        #[arg(long)]
-        shard: Option<String>,
+        #[arg(long, value_parser = shard)]
+        shard: Option<(usize, usize)>,
         /// Do not run the model: combine the finished shards under --out and score them.
         #[arg(long)]
         merge: bool,
+        /// Discard results in --out made with other settings (or without a run manifest) and
+        /// start over; without it such a folder is refused and matching results are resumed.
+        #[arg(long, conflicts_with = "merge")]
+        fresh: bool,
         /// Ref-DAVIS protocol.
         #[arg(long, value_enum, default_value_t = Protocol::Default)]
         protocol: Protocol,
@@ -157,6 +194,10 @@ enum Command {
         /// Ref-DAVIS protocol.
         #[arg(long, value_enum, default_value_t = Protocol::Default)]
         protocol: Protocol,
+        /// MeViS: an expression folder missing from a present video is an `error`, or `drop`ped
+        /// from the mean as the official eval_mevis.py does.
+        #[arg(long, value_enum, default_value_t = MissingExpression::Error)]
+        missing_expression: MissingExpression,
         /// Write results.json, per_item.csv, per_video.csv, report.md here.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -200,17 +241,13 @@ fn run(cli: Cli) -> Result<()> {
                 dump,
                 frames,
             };
-            let report = probe::run(&video, &opts)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", probe::render_text(&report));
-            }
+            probe_cmd(&video, &opts, json)
         }
         Command::Segment {
             video,
             prompts,
             out,
+            force,
             m,
             template,
             overlay,
@@ -219,106 +256,64 @@ fn run(cli: Cli) -> Result<()> {
             dump,
             json,
         } => {
-            let fps = videolisa::video::Video::open(&video)?.info().fps.unwrap_or(10.0);
+            let formats = OutputFormats {
+                mask_value,
+                overlay_png: overlay,
+                // the rate is read from the video once it is opened
+                overlay_mp4: overlay.then_some(0.0),
+                rle,
+                ..OutputFormats::default()
+            };
             let args = SegmentArgs {
-                formats: OutputFormats {
-                    mask_value,
-                    overlay_png: overlay,
-                    overlay_mp4: overlay.then_some(fps),
-                    rle,
-                    ..OutputFormats::default()
-                },
+                formats,
                 video,
                 prompts,
-                out: out.clone(),
-                model: m.model,
-                clip: m.clip,
-                offline: m.offline,
-                dtype: m.dtype,
-                device: m.device,
+                out,
+                force,
+                load: m.load_spec(),
                 template,
                 sparse: m.sparse,
                 dense: m.dense,
                 sam_batch: m.sam_batch,
                 dump,
             };
-            let summary = seg::run(&args)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&summary)?);
-            } else {
-                print!("{}", seg::render_text(&summary, &out));
-            }
+            segment_cmd(&args, json)
         }
         Command::Eval {
             d,
             out,
             shard,
             merge,
+            fresh,
             protocol,
             m,
             json,
         } => {
-            let ds = Dataset::load(d.dataset, &d.root, &d.split)?;
-            let summary = if merge {
-                videolisa::commands::eval::run_merge(&ds, &out, protocol)?
-            } else {
-                let shard = shard.as_deref().map(parse_shard).transpose()?;
-                let model = seg::load_model(
-                    &m.model,
-                    m.clip.as_deref(),
-                    m.offline,
-                    m.dtype.as_deref(),
-                    &m.device,
-                )?;
-                let opts = EvalOptions {
-                    shard,
-                    protocol,
-                    segment: SegmentOptions {
-                        n_sparse: m.sparse,
-                        n_dense: m.dense,
-                        sam_batch: m.sam_batch,
-                        ..SegmentOptions::default()
-                    },
-                };
-                videolisa::commands::eval::run_eval(&model, &ds, &out, &opts)?
+            let opts = EvalOptions {
+                shard,
+                protocol,
+                segment: SegmentOptions {
+                    n_sparse: m.sparse,
+                    n_dense: m.dense,
+                    sam_batch: m.sam_batch,
+                    ..SegmentOptions::default()
+                },
             };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&summary)?);
-            } else {
-                println!(
-                    "{} videos, {} expressions run, {} already done, {:.1} s",
-                    summary.videos, summary.ran, summary.resumed, summary.seconds
-                );
-                if let Some(r) = &summary.score {
-                    print!("{}", videolisa::commands::eval::render_score(r));
-                    println!("reports: {}", out.join("scores").display());
-                }
-                if let Some(z) = &summary.submission {
-                    println!("no local ground truth: upload {}", z.display());
-                }
-            }
+            eval_cmd(&d, &out, (!merge).then_some((&m, fresh)), &opts, json)
         }
         Command::Score {
             d,
             pred,
             protocol,
+            missing_expression,
             out,
             json,
         } => {
-            let r = videolisa::commands::eval::run_score(
-                d.dataset,
-                &d.root,
-                &d.split,
-                &pred,
+            let options = ScoreOptions {
                 protocol,
-                out.as_deref(),
-            )?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
-            } else {
-                print!("{}", videolisa::commands::eval::render_score(&r));
-                println!("missing predictions: {}", r.missing_policy);
-            }
+                missing_expression,
+            };
+            score_cmd(&d, &pred, &options, out.as_deref(), json)
         }
         Command::Synthetic {
             dataset,
@@ -333,7 +328,89 @@ fn run(cli: Cli) -> Result<()> {
             };
             let split = videolisa::eval::synthetic::write(dataset, &out, &spec)?;
             println!("wrote {} (split `{split}`)", out.display());
+            Ok(())
         }
+    }
+}
+
+fn probe_cmd(video: &std::path::Path, opts: &ProbeOptions, json: bool) -> Result<()> {
+    let report = probe::run(video, opts)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", probe::render_text(&report));
+    }
+    Ok(())
+}
+
+fn segment_cmd(args: &SegmentArgs, json: bool) -> Result<()> {
+    let summary = seg::run(args)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", seg::render_text(&summary, &args.out));
+    }
+    if summary.warnings.is_empty() {
+        return Ok(());
+    }
+    for w in &summary.warnings {
+        eprintln!("warning: {w}");
+    }
+    anyhow::bail!(
+        "{} output(s) could not be written (above); the masks and summary.json in {} are complete",
+        summary.warnings.len(),
+        args.out.display()
+    )
+}
+
+/// `model`: the model and `--fresh` for a run, None for `--merge`.
+fn eval_cmd(
+    d: &DatasetArgs,
+    out: &std::path::Path,
+    model: Option<(&ModelArgs, bool)>,
+    opts: &EvalOptions,
+    json: bool,
+) -> Result<()> {
+    let ds = Dataset::load(d.dataset, &d.root, &d.split)?;
+    let summary = match model {
+        None => videolisa::commands::eval::run_merge(&ds, out, opts.protocol)?,
+        Some((m, fresh)) => videolisa::commands::eval::run_eval(&ds, out, &m.load_spec(), opts, fresh)?,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(());
+    }
+    let resumed = match summary.resumed_run {
+        Some(_) if summary.resumed > 0 => " (same settings, checked against the run manifest)",
+        _ => "",
+    };
+    println!(
+        "{} videos, {} expressions run, {} already done{resumed}, {:.1} s",
+        summary.videos, summary.ran, summary.resumed, summary.seconds
+    );
+    if let Some(r) = &summary.score {
+        print!("{}", videolisa::commands::eval::render_score(r));
+        println!("reports: {}", out.join("scores").display());
+    }
+    if let Some(z) = &summary.submission {
+        println!("no local ground truth: upload {}", z.display());
+    }
+    Ok(())
+}
+
+fn score_cmd(
+    d: &DatasetArgs,
+    pred: &std::path::Path,
+    options: &ScoreOptions,
+    out: Option<&std::path::Path>,
+    json: bool,
+) -> Result<()> {
+    let r = videolisa::commands::eval::run_score(d.dataset, &d.root, &d.split, pred, options, out)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", videolisa::commands::eval::render_score(&r));
+        println!("missing predictions: {}", r.missing_policy);
     }
     Ok(())
 }

@@ -25,15 +25,28 @@ impl Sampling {
                 "cannot sample frames from a video with zero frames".into(),
             ));
         }
-        if n_sparse == 0 || n_dense == 0 {
-            return Err(Error::Invalid(format!(
-                "frame counts must be at least 1 (got sparse {n_sparse}, dense {n_dense})"
-            )));
-        }
+        Self::check(n_sparse, n_dense)?;
         Ok(Sampling {
             sparse: sparse_indices(total, n_sparse),
             dense: dense_indices(n_sparse, n_dense),
         })
+    }
+
+    /// Checks a `--sparse`/`--dense` pair: both at least 1, and the dense frames are a subset of
+    /// the sparse ones, so there cannot be more of them.
+    pub fn check(n_sparse: usize, n_dense: usize) -> Result<()> {
+        if n_sparse == 0 || n_dense == 0 {
+            return Err(Error::Invalid(format!(
+                "frame counts must be at least 1 (got --sparse {n_sparse}, --dense {n_dense})"
+            )));
+        }
+        if n_dense > n_sparse {
+            return Err(Error::Invalid(format!(
+                "--dense {n_dense} is more than --sparse {n_sparse}: the dense frames are chosen among \
+                 the sparse ones"
+            )));
+        }
+        Ok(())
     }
 
     /// Video frame index of each dense slot: `sparse[dense[k]]`.

@@ -1,17 +1,18 @@
 //! `videolisa segment`: one video and one or more sentences in, a mask per frame per sentence
-//! out. The frames are decoded once; CLIP and the LLM see the sampled frames, SAM encodes every
-//! frame once and decodes it once per prompt.
+//! out. Every prompt is tokenized and checked against the model's context before any frame is
+//! decoded; then CLIP and the LLM see the sampled frames, and SAM encodes every frame once and
+//! decodes it once per prompt.
 
 use crate::error::{Error, Result};
 use crate::model::videolisa::{PromptEmbedding, VideoLisa};
 use crate::output::{write_atomic, FrameOutputs, OutputFormats};
 use crate::preprocess::Planar;
 use crate::sampling::Sampling;
-use crate::tokenizer::Template;
+use crate::tokenizer::{check_instruction, Template};
 use crate::video::{Video, VideoInfo};
 use candle_core::{DType, Tensor};
 use image::{GrayImage, RgbImage};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -130,11 +131,18 @@ pub struct SegmentSummary {
     /// Device name.
     pub device: String,
     /// Dtype per component.
-    pub dtypes: HashMap<String, String>,
+    pub dtypes: BTreeMap<String, String>,
+    /// The attention window the LLM used (`config.json`'s `sliding_window`; null = none).
+    pub sliding_window: Option<usize>,
+    /// The LLM's context (`max_position_embeddings`).
+    pub max_position_embeddings: usize,
     /// `[SEG]` token id.
     pub seg_token_id: u32,
     /// Per prompt.
     pub prompts: Vec<PromptSummary>,
+    /// Outputs that could not be written (an overlay video), each with its cause; the masks
+    /// are complete regardless.
+    pub warnings: Vec<String>,
     /// Seconds per stage.
     pub seconds: StageSeconds,
 }
@@ -164,30 +172,38 @@ pub fn prompt_dir(k: usize) -> String {
     format!("prompt_{k}")
 }
 
-/// Segments `video` for each of `prompts`; writes outputs under `out` when given.
-pub fn segment(
-    model: &VideoLisa,
-    video: &Video,
-    prompts: &[PromptSpec],
-    out: Option<&Path>,
-    opts: &SegmentOptions,
-) -> Result<Segmented> {
+/// A prompt tokenized and checked, before any model work.
+struct Prepared {
+    instruction: String,
+    ids: Vec<i64>,
+}
+
+/// Words, tokenizes and checks every prompt: no typed `<image>`/`[SEG]`, and the whole
+/// sequence within the model's context.
+fn prepare_prompts(model: &VideoLisa, prompts: &[PromptSpec], sampling: &Sampling) -> Result<Vec<Prepared>> {
     if prompts.is_empty() {
         return Err(Error::Invalid("give at least one prompt".into()));
     }
-    let t0 = Instant::now();
-    let mut sec = StageSeconds::default();
-    let dev = model.options.device.clone();
-    let info = video.info().clone();
-    let total = info.frames;
-    let sampling = Sampling::new(total, opts.n_sparse, opts.n_dense)?;
+    let n_visual = model.visual_token_count(sampling.sparse.len(), sampling.dense.len());
+    prompts
+        .iter()
+        .map(|spec| {
+            let instruction = spec.template.instruction(&spec.text);
+            check_instruction(&instruction)?;
+            let ids = model.input_ids(&instruction)?;
+            model.check_sequence(&ids, n_visual)?;
+            Ok(Prepared { instruction, ids })
+        })
+        .collect()
+}
 
-    // CLIP inputs of the sparse frames (each distinct frame decoded and transformed once)
-    let mut unique: Vec<usize> = sampling.sparse.clone();
-    unique.dedup();
+/// CLIP inputs of the sparse frames (each distinct frame decoded and transformed once) →
+/// visual tokens.
+fn encode_sparse_frames(model: &VideoLisa, video: &Video, sampling: &Sampling, sec: &mut StageSeconds) -> Result<Tensor> {
+    let dev = model.options.device.clone();
     let mut clip_inputs: HashMap<usize, Tensor> = HashMap::new();
     let mut last = Instant::now();
-    video.visit(&unique, |i, img| {
+    video.visit(&sampling.sparse, |i, img| {
         sec.decode += last.elapsed().as_secs_f64();
         let t = Instant::now();
         clip_inputs.insert(i, planar_tensor(&model.clip_transform.apply(img), &dev)?);
@@ -198,147 +214,202 @@ pub fn segment(
     let pixels: Vec<&Tensor> = sampling.sparse.iter().map(|i| &clip_inputs[i]).collect();
     let pixels = Tensor::stack(&pixels, 0)?;
     let t = Instant::now();
-    let visual_tokens = model.visual_tokens(&pixels, &sampling.dense)?;
+    let tokens = model.visual_tokens(&pixels, &sampling.dense)?;
     sec.clip = t.elapsed().as_secs_f64();
-    drop(clip_inputs);
+    Ok(tokens)
+}
 
-    let t = Instant::now();
-    let mut embeddings = Vec::new();
-    let mut summaries = Vec::new();
-    for spec in prompts {
-        let instruction = spec.template.instruction(&spec.text);
-        let ids = model.input_ids(&instruction)?;
-        let e = model.prompt_embedding(&ids, &visual_tokens)?;
-        summaries.push(PromptSummary {
-            text: spec.text.clone(),
-            template: spec.template,
-            instruction,
-            dir: spec.dir.clone(),
-            tokens: ids.len(),
-            seq_len: e.seq_len,
-            seg_row: e.seg_row,
-            foreground: 0.0,
-        });
-        embeddings.push(e);
-    }
-    sec.llm = t.elapsed().as_secs_f64();
+/// The per-frame outputs of every prompt, and what is kept besides the files.
+struct MaskSink {
+    writers: Option<Vec<FrameOutputs>>,
+    frame_names: Vec<String>,
+    keep_logits: bool,
+    logits: Vec<Vec<Tensor>>,
+    foreground: Vec<u64>,
+}
 
-    // SAM over every frame
-    let sam = &model.visual_model;
-    let (w, h) = (info.width, info.height);
-    let (rw, rh) = model.sam_transform.resized_size(w, h);
-    let mut writers = match out {
-        Some(o) => Some(
-            (0..prompts.len())
-                .map(|k| FrameOutputs::new(&o.join(&prompts[k].dir), w, h, opts.formats.clone()))
-                .collect::<Result<Vec<_>>>()?,
-        ),
-        None => None,
-    };
-    let need_frames = opts.formats.overlay_png || opts.formats.overlay_mp4.is_some();
-    let keep = opts.keep_logits || opts.dump.is_some();
-    let mut logits: Vec<Vec<Tensor>> = vec![Vec::new(); prompts.len()];
-    let mut fg = vec![0u64; prompts.len()];
-    let sparse_prompts: Vec<Tensor> = embeddings
-        .iter()
-        .map(|e| e.embedding.unsqueeze(1))
-        .collect::<candle_core::Result<_>>()?;
-    let bar = crate::progress::bar(total as u64, "SAM");
-    let batch = opts.sam_batch.max(1);
-    let mut pending: Vec<(usize, Tensor, Option<RgbImage>)> = Vec::new();
-    let mut flush =
-        |pending: &mut Vec<(usize, Tensor, Option<RgbImage>)>, sec: &mut StageSeconds| -> Result<()> {
-            if pending.is_empty() {
-                return Ok(());
-            }
-            let x = Tensor::stack(&pending.iter().map(|p| &p.1).collect::<Vec<_>>(), 0)?;
-            let t = Instant::now();
-            let emb = sam.encode(&x)?;
-            sec.sam_encode += t.elapsed().as_secs_f64();
-            for (k, sp) in sparse_prompts.iter().enumerate() {
-                let t = Instant::now();
-                let d = sam.decode_embeddings(&emb, sp, false)?;
-                let m = sam.postprocess_masks(
-                    &d.low_res_masks,
-                    (rh as usize, rw as usize),
-                    (h as usize, w as usize),
-                )?;
-                let m = m.squeeze(1)?.to_dtype(DType::F32)?; // [B, H, W]
-                let values: Vec<f32> = m.flatten_all()?.to_vec1()?;
-                sec.sam_decode += t.elapsed().as_secs_f64();
-                let t = Instant::now();
-                let plane = (w * h) as usize;
-                for (b, (index, _, frame)) in pending.iter().enumerate() {
-                    let px = &values[b * plane..(b + 1) * plane];
-                    let mask: Vec<u8> = px.iter().map(|&v| u8::from(v > 0.0)).collect();
-                    fg[k] += mask.iter().map(|&v| u64::from(v)).sum::<u64>();
-                    if let Some(ws) = writers.as_mut() {
-                        let ids = GrayImage::from_raw(w, h, mask).expect("mask buffer has the frame size");
-                        ws[k].push(&info.frame_names[*index], frame.as_ref(), &ids)?;
-                    }
-                }
-                sec.write += t.elapsed().as_secs_f64();
-                if keep {
-                    logits[k].push(m);
-                }
-            }
-            bar.inc(pending.len() as u64);
-            pending.clear();
-            Ok(())
+impl MaskSink {
+    fn new(out: Option<&Path>, prompts: &[PromptSpec], info: &VideoInfo, opts: &SegmentOptions) -> Result<Self> {
+        let writers = match out {
+            Some(o) => Some(
+                prompts
+                    .iter()
+                    .map(|p| FrameOutputs::new(&o.join(&p.dir), info.width, info.height, opts.formats.clone()))
+                    .collect::<Result<Vec<_>>>()?,
+            ),
+            None => None,
         };
+        Ok(MaskSink {
+            writers,
+            frame_names: info.frame_names.clone(),
+            keep_logits: opts.keep_logits || opts.dump.is_some(),
+            logits: vec![Vec::new(); prompts.len()],
+            foreground: vec![0; prompts.len()],
+        })
+    }
+
+    /// Thresholds prompt `k`'s logits `[B, H, W]` of the frames `batch` and writes them.
+    fn push(&mut self, k: usize, logits: Tensor, batch: &[(usize, Option<RgbImage>)]) -> Result<()> {
+        let (_, h, w) = logits.dims3()?;
+        let values: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+        for ((index, frame), px) in batch.iter().zip(values.chunks(w * h)) {
+            let mask: Vec<u8> = px.iter().map(|&v| u8::from(v > 0.0)).collect();
+            self.foreground[k] += mask.iter().map(|&v| u64::from(v)).sum::<u64>();
+            if let Some(ws) = self.writers.as_mut() {
+                let ids = GrayImage::from_raw(w as u32, h as u32, mask).expect("mask buffer has the frame size");
+                ws[k].push(&self.frame_names[*index], frame.as_ref(), &ids)?;
+            }
+        }
+        if self.keep_logits {
+            self.logits[k].push(logits);
+        }
+        Ok(())
+    }
+
+    /// Closes the writers; returns what could not be written and the kept logits.
+    fn finish(self) -> Result<(Vec<String>, Vec<u64>, Option<Vec<Tensor>>)> {
+        let mut warnings = Vec::new();
+        for w in self.writers.into_iter().flatten() {
+            warnings.extend(w.finish()?);
+        }
+        let logits = if self.keep_logits {
+            Some(
+                self.logits
+                    .into_iter()
+                    .map(|l| Tensor::cat(&l, 0))
+                    .collect::<candle_core::Result<Vec<_>>>()?,
+            )
+        } else {
+            None
+        };
+        Ok((warnings, self.foreground, logits))
+    }
+}
+
+/// SAM over every frame: encode in batches, decode once per prompt, write through `sink`.
+fn sam_every_frame(
+    model: &VideoLisa,
+    video: &Video,
+    sparse_prompts: &[Tensor],
+    sink: &mut MaskSink,
+    opts: &SegmentOptions,
+    sec: &mut StageSeconds,
+) -> Result<()> {
+    let sam = &model.visual_model;
+    let dev = model.options.device.clone();
+    let info = video.info();
+    let (w, h) = (info.width as usize, info.height as usize);
+    let (rw, rh) = model.sam_transform.resized_size(info.width, info.height);
+    let need_frames = opts.formats.overlay_png || opts.formats.overlay_mp4.is_some();
+    let bar = crate::progress::bar(info.frames as u64, "SAM");
+    let batch = opts.sam_batch.max(1);
+    let mut pixels: Vec<Tensor> = Vec::new();
+    let mut frames: Vec<(usize, Option<RgbImage>)> = Vec::new();
+    let mut flush = |pixels: &mut Vec<Tensor>, frames: &mut Vec<(usize, Option<RgbImage>)>, sec: &mut StageSeconds| -> Result<()> {
+        if pixels.is_empty() {
+            return Ok(());
+        }
+        let t = Instant::now();
+        let emb = sam.encode(&Tensor::stack(pixels, 0)?)?;
+        sec.sam_encode += t.elapsed().as_secs_f64();
+        for (k, sp) in sparse_prompts.iter().enumerate() {
+            let t = Instant::now();
+            let d = sam.decode_embeddings(&emb, sp, false)?;
+            let m = sam.postprocess_masks(&d.low_res_masks, (rh as usize, rw as usize), (h, w))?;
+            let m = m.squeeze(1)?.to_dtype(DType::F32)?.to_device(&candle_core::Device::Cpu)?;
+            sec.sam_decode += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            sink.push(k, m, frames)?;
+            sec.write += t.elapsed().as_secs_f64();
+        }
+        bar.inc(pixels.len() as u64);
+        pixels.clear();
+        frames.clear();
+        Ok(())
+    };
     let mut last = Instant::now();
     for frame in video.frames()? {
         let frame = frame?;
         sec.decode += last.elapsed().as_secs_f64();
         let t = Instant::now();
-        let x = planar_tensor(&model.sam_transform.apply(&frame.image), &dev)?;
+        pixels.push(planar_tensor(&model.sam_transform.apply(&frame.image), &dev)?);
         sec.preprocess += t.elapsed().as_secs_f64();
-        pending.push((frame.index, x, need_frames.then_some(frame.image)));
-        if pending.len() == batch {
-            flush(&mut pending, &mut sec)?;
+        frames.push((frame.index, need_frames.then_some(frame.image)));
+        if pixels.len() == batch {
+            flush(&mut pixels, &mut frames, sec)?;
         }
         last = Instant::now();
     }
-    flush(&mut pending, &mut sec)?;
+    flush(&mut pixels, &mut frames, sec)?;
     bar.finish_and_clear();
+    Ok(())
+}
+
+/// Segments `video` for each of `prompts`; writes outputs under `out` when given.
+pub fn segment(
+    model: &VideoLisa,
+    video: &Video,
+    prompts: &[PromptSpec],
+    out: Option<&Path>,
+    opts: &SegmentOptions,
+) -> Result<Segmented> {
+    let t0 = Instant::now();
+    let mut sec = StageSeconds::default();
+    let info = video.info().clone();
+    let sampling = Sampling::new(info.frames, opts.n_sparse, opts.n_dense)?;
+    let prepared = prepare_prompts(model, prompts, &sampling)?;
+    let visual_tokens = encode_sparse_frames(model, video, &sampling, &mut sec)?;
+
     let t = Instant::now();
-    if let Some(ws) = writers {
-        for wr in ws {
-            wr.finish()?;
-        }
-    }
+    let embeddings = prepared
+        .iter()
+        .map(|p| model.prompt_embedding(&p.ids, &visual_tokens))
+        .collect::<Result<Vec<_>>>()?;
+    sec.llm = t.elapsed().as_secs_f64();
+
+    let sparse_prompts: Vec<Tensor> = embeddings
+        .iter()
+        .map(|e| e.embedding.unsqueeze(1))
+        .collect::<candle_core::Result<_>>()?;
+    let mut sink = MaskSink::new(out, prompts, &info, opts)?;
+    sam_every_frame(model, video, &sparse_prompts, &mut sink, opts, &mut sec)?;
+    let t = Instant::now();
+    let (warnings, foreground, logits) = sink.finish()?;
     sec.write += t.elapsed().as_secs_f64();
-    let plane_total = (u64::from(w) * u64::from(h) * total as u64).max(1) as f64;
-    for (s, f) in summaries.iter_mut().zip(&fg) {
-        s.foreground = *f as f64 / plane_total;
-    }
-    let logits = if keep {
-        Some(
-            logits
-                .into_iter()
-                .map(|l| Tensor::cat(&l, 0))
-                .collect::<candle_core::Result<Vec<_>>>()?,
-        )
-    } else {
-        None
-    };
+
+    let plane_total = (u64::from(info.width) * u64::from(info.height) * info.frames as u64).max(1) as f64;
+    let summaries = prompts
+        .iter()
+        .zip(&prepared)
+        .zip(&embeddings)
+        .zip(&foreground)
+        .map(|(((spec, p), e), fg)| PromptSummary {
+            text: spec.text.clone(),
+            template: spec.template,
+            instruction: p.instruction.clone(),
+            dir: spec.dir.clone(),
+            tokens: p.ids.len(),
+            seq_len: e.seq_len,
+            seg_row: e.seg_row,
+            foreground: *fg as f64 / plane_total,
+        })
+        .collect();
     let o = &model.options;
     let summary = SegmentSummary {
-        frames: total,
+        frames: info.frames,
         sparse: sampling.sparse.clone(),
         dense: sampling.dense.clone(),
-        device: if o.device.is_cpu() {
-            "cpu".into()
-        } else {
-            "cuda".into()
-        },
-        dtypes: HashMap::from([
-            ("llm".to_string(), dtype_name(o.llm)),
+        device: if o.device.is_cpu() { "cpu" } else { "cuda" }.into(),
+        dtypes: BTreeMap::from([
             ("clip".to_string(), dtype_name(o.clip)),
+            ("llm".to_string(), dtype_name(o.llm)),
             ("sam".to_string(), dtype_name(o.sam)),
         ]),
+        sliding_window: model.config.phi3.sliding_window,
+        max_position_embeddings: model.config.phi3.max_position_embeddings,
         seg_token_id: model.seg_token_id,
         prompts: summaries,
+        warnings,
         video: info,
         seconds: sec,
     };
@@ -353,17 +424,18 @@ pub fn segment(
     }
     result.summary.seconds.total = t0.elapsed().as_secs_f64();
     if let (Some(o), true) = (out, opts.write_summary) {
-        let json =
-            serde_json::to_vec_pretty(&result.summary).map_err(|e| Error::Runtime(format!("JSON: {e}")))?;
-        let path = o.join("summary.json");
-        write_atomic(&path, |f| {
-            std::io::Write::write_all(f, &json).map_err(|e| Error::io(&path, e))
-        })?;
+        write_summary(o, &result.summary)?;
     }
     if !opts.keep_logits {
         result.logits = None;
     }
     Ok(result)
+}
+
+fn write_summary(out: &Path, summary: &SegmentSummary) -> Result<()> {
+    let json = serde_json::to_vec_pretty(summary).map_err(|e| Error::Runtime(format!("JSON: {e}")))?;
+    let path = out.join("summary.json");
+    write_atomic(&path, |f| std::io::Write::write_all(f, &json).map_err(|e| Error::io(&path, e)))
 }
 
 /// Writes `dump.safetensors` in `dir`: sampled indices, visual tokens and per prompt the input

@@ -8,7 +8,7 @@ use std::path::Path;
 use videolisa::eval::datasets::{Dataset, DatasetKind, GroundTruth};
 use videolisa::eval::metrics::{f_measure, jaccard, BinMask};
 use videolisa::eval::run::{eval, EvalOptions};
-use videolisa::eval::score::{score, Protocol, Status};
+use videolisa::eval::score::{score, Protocol, ScoreOptions, Status};
 use videolisa::eval::synthetic::{object_mask, write, SyntheticSpec};
 use videolisa::model::videolisa::{LoadOptions, ModelPaths, VideoLisa};
 use videolisa::output::write_mask_png;
@@ -136,7 +136,7 @@ fn scores_of_known_predictions() {
             &[Protocol::Default]
         };
         for &p in protocols {
-            let r = score(&ds, pred.path(), p, None).unwrap();
+            let r = score(&ds, pred.path(), &ScoreOptions { protocol: p, ..ScoreOptions::default() }, None).unwrap();
             println!("{kind:?} {p:?} oracle: J {} F {}", r.j, r.f);
             assert!(
                 (r.j - 1.0).abs() < 1e-12 && (r.f - 1.0).abs() < 1e-12,
@@ -161,7 +161,7 @@ fn scores_of_known_predictions() {
             2
         }
     });
-    let r = score(&ds, pred.path(), Protocol::Default, None).unwrap();
+    let r = score(&ds, pred.path(), &ScoreOptions::default(), None).unwrap();
     let mut expect_j = Vec::new();
     let mut expect_f = Vec::new();
     for vnum in [1usize, 0, 2] {
@@ -193,7 +193,7 @@ fn scores_of_known_predictions() {
     assert!((r.f - mean(&expect_f)).abs() < 1e-12);
     // a video without predictions counts 0 (MeViS); for ReasonVOS it is excluded
     std::fs::remove_dir_all(pred.path().join("video2")).unwrap();
-    let r2 = score(&ds, pred.path(), Protocol::Default, None).unwrap();
+    let r2 = score(&ds, pred.path(), &ScoreOptions::default(), None).unwrap();
     assert_eq!(
         r2.items
             .iter()
@@ -303,7 +303,7 @@ fn bad_inputs_are_named() {
     let ds = Dataset::load(DatasetKind::Mevis, root.path(), &split).unwrap();
     let pred = tempfile::tempdir().unwrap();
     write_preds(&ds, pred.path(), &|_, _| 1);
-    let e = score(&ds, pred.path(), Protocol::Default, None)
+    let e = score(&ds, pred.path(), &ScoreOptions::default(), None)
         .unwrap_err()
         .to_string();
     assert!(e.contains("mask_dict.json") && e.contains("\"0\""), "{e}");
@@ -311,7 +311,7 @@ fn bad_inputs_are_named() {
     // a prediction of another size
     let p = pred.path().join("video0/0/00000.png");
     write_mask_png(&p, &image::GrayImage::new(10, 10), 255).unwrap();
-    let e = score(&ds, pred.path(), Protocol::Default, None)
+    let e = score(&ds, pred.path(), &ScoreOptions::default(), None)
         .unwrap_err()
         .to_string();
     assert!(

@@ -1,15 +1,16 @@
-//! `videolisa segment`: resolves the checkpoint (directory or hub id), loads VideoLISA with the
-//! requested dtypes and device, and segments one video for one or more prompts.
+//! `videolisa segment`: checks everything cheap (options, prompts, the video, the output
+//! folder), loads VideoLISA, and segments one video for one or more prompts into an output
+//! folder that holds exactly this run's results, with its run manifest.
 
 use crate::error::{Error, Result};
-use crate::hub::{self, RepoKind};
-use crate::model::parse_dtype;
-use crate::model::videolisa::{LoadOptions, ModelPaths, VideoLisa, VideoLisaConfig};
+use crate::load::LoadSpec;
+use crate::model::videolisa::VideoLisa;
 use crate::output::OutputFormats;
+use crate::run_manifest::{ensure_writable, model_settings, prepare_replace, RunManifest, MANIFEST_FILE};
+use crate::sampling::Sampling;
 use crate::segment::{segment, PromptSpec, SegmentOptions, SegmentSummary};
-use crate::tokenizer::Template;
+use crate::tokenizer::{check_instruction, Template};
 use crate::video::Video;
-use candle_core::Device;
 use std::path::{Path, PathBuf};
 
 /// Everything `segment` needs from the command line.
@@ -19,23 +20,17 @@ pub struct SegmentArgs {
     pub video: PathBuf,
     /// Sentences.
     pub prompts: Vec<String>,
-    /// Output dir.
+    /// Output folder.
     pub out: PathBuf,
-    /// VideoLISA dir or hub id.
-    pub model: String,
-    /// CLIP dir or hub id (default: the checkpoint's `vision_tower`).
-    pub clip: Option<String>,
-    /// Never touch the network.
-    pub offline: bool,
-    /// `--dtype` spec (`bf16`, `f32`, or `llm=bf16,clip=f32,sam=f32`).
-    pub dtype: Option<String>,
-    /// `cpu` or `cuda[:N]`.
-    pub device: String,
+    /// Write into a folder that holds other files (this run's own entries are replaced).
+    pub force: bool,
+    /// Which model, dtypes, device.
+    pub load: LoadSpec,
     /// Template.
     pub template: Template,
-    /// Output formats.
+    /// Output formats (a requested overlay video takes the input's frame rate).
     pub formats: OutputFormats,
-    /// Pipeline options (frames, batch, dump).
+    /// Sparse frames.
     pub sparse: usize,
     /// Dense frames.
     pub dense: usize,
@@ -45,94 +40,52 @@ pub struct SegmentArgs {
     pub dump: Option<PathBuf>,
 }
 
-/// Parses `cpu`, `cuda` or `cuda:N`.
-pub fn parse_device(s: &str) -> Result<Device> {
-    match s {
-        "cpu" => Ok(Device::Cpu),
-        _ if s == "cuda" || s.starts_with("cuda:") => {
-            let n = s
-                .strip_prefix("cuda:")
-                .map_or(Ok(0), str::parse::<usize>)
-                .map_err(|_| Error::Invalid(format!("--device {s}: expected cpu, cuda or cuda:N")))?;
-            if !candle_core::utils::cuda_is_available() {
-                return Err(Error::Invalid(
-                    "--device cuda: this build has no CUDA support; rebuild with `--features cuda`".into(),
-                ));
-            }
-            Ok(Device::new_cuda(n)?)
-        }
-        _ => Err(Error::Invalid(format!(
-            "--device {s}: expected cpu, cuda or cuda:N"
+/// The run manifest of a `segment` run: what decides its masks, and the entries it writes.
+fn manifest(a: &SegmentArgs, model: &VideoLisa, prompts: &[PromptSpec]) -> Result<RunManifest> {
+    let (mut settings, mut info) = model_settings(&model.paths, &model.options, a.sparse, a.dense)?;
+    settings.insert("template".into(), format!("{:?}", a.template).to_lowercase());
+    settings.insert("mask_value".into(), a.formats.mask_value.to_string());
+    info.insert("video".into(), a.video.display().to_string());
+    for (k, p) in prompts.iter().enumerate() {
+        info.insert(format!("prompt_{k}"), p.text.clone());
+    }
+    let mut m = RunManifest::new("segment", settings, info);
+    m.entries = prompts.iter().map(|p| p.dir.clone()).collect();
+    m.entries.push("summary.json".into());
+    Ok(m)
+}
+
+/// Refuses, before the model loads, an output folder that holds something other than an earlier
+/// `segment` run (unless `force`), and proves it writable.
+fn check_output_folder(out: &Path, force: bool) -> Result<()> {
+    ensure_writable(out)?;
+    if force {
+        return Ok(());
+    }
+    match RunManifest::read(out)? {
+        Some(m) if m.command == "segment" => Ok(()),
+        Some(m) => Err(Error::Invalid(format!(
+            "{}: the output folder holds a videolisa `{}` run; choose another --out (or pass --force)",
+            out.display(),
+            m.command
         ))),
-    }
-}
-
-/// Applies a `--dtype` spec to the defaults: one dtype for everything, or per component.
-pub fn apply_dtype(spec: &str, o: &mut LoadOptions) -> Result<()> {
-    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (key, val) = part.split_once('=').unwrap_or(("all", part));
-        let d = parse_dtype(val.trim()).ok_or_else(|| {
-            Error::Invalid(format!("--dtype {spec}: unknown dtype {val:?} (bf16, f16, f32)"))
-        })?;
-        match key.trim() {
-            "all" => {
-                o.llm = d;
-                o.clip = d;
-                o.sam = d;
-            }
-            "llm" => o.llm = d,
-            "clip" => o.clip = d,
-            "sam" => o.sam = d,
-            k => {
-                return Err(Error::Invalid(format!(
-                    "--dtype {spec}: unknown component {k:?} (llm, clip, sam)"
-                )))
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Resolves the checkpoint and the CLIP tower to local directories.
-pub fn resolve_paths(model: &str, clip: Option<&str>, offline: bool) -> Result<ModelPaths> {
-    let model_dir = hub::resolve(model, RepoKind::VideoLisa, offline)?;
-    let clip_spec = match clip {
-        Some(c) => c.to_string(),
         None => {
-            let cfg = VideoLisaConfig::open(&model_dir)?;
-            match cfg.vision_tower {
-                Some(v) if Path::new(&v).is_dir() => v,
-                Some(v) if model_dir.join(&v).is_dir() => model_dir.join(&v).display().to_string(),
-                Some(v) if hub::is_hub_id(&v) => v,
-                _ => hub::DEFAULT_CLIP.to_string(),
+            let foreign = std::fs::read_dir(out)
+                .map_err(|e| Error::io(out, e))?
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .find(|n| n != MANIFEST_FILE);
+            match foreign {
+                None => Ok(()),
+                Some(name) => Err(Error::Invalid(format!(
+                    "{}: the output folder is not empty (it holds `{name}`) and is not an earlier videolisa \
+                     segment run; choose a new or empty folder, or pass --force to write into it (prompt_*/ \
+                     and summary.json are replaced, other files are left alone)",
+                    out.display()
+                ))),
             }
         }
-    };
-    let clip_dir = hub::resolve(&clip_spec, RepoKind::Clip, offline)?;
-    Ok(ModelPaths {
-        model: model_dir,
-        clip: clip_dir,
-    })
-}
-
-/// Resolves, configures and loads VideoLISA (shared by `segment` and `eval`).
-pub fn load_model(
-    model: &str,
-    clip: Option<&str>,
-    offline: bool,
-    dtype: Option<&str>,
-    device: &str,
-) -> Result<VideoLisa> {
-    let device = parse_device(device)?;
-    let mut options = LoadOptions::defaults(device);
-    if let Some(d) = dtype {
-        apply_dtype(d, &mut options)?;
     }
-    let paths = resolve_paths(model, clip, offline)?;
-    let spinner = crate::progress::bar(0, "loading VideoLISA");
-    let model = VideoLisa::load(&paths, options)?;
-    spinner.finish_and_clear();
-    Ok(model)
 }
 
 /// Runs the command; returns the summary (also written to `<out>/summary.json`).
@@ -140,31 +93,32 @@ pub fn run(a: &SegmentArgs) -> Result<SegmentSummary> {
     if a.prompts.iter().any(|p| p.trim().is_empty()) {
         return Err(Error::Invalid("--prompt must not be empty".into()));
     }
+    let prompts = PromptSpec::numbered(&a.prompts, a.template);
+    for p in &prompts {
+        check_instruction(&p.template.instruction(&p.text))?;
+    }
+    Sampling::check(a.sparse, a.dense)?;
     let video = Video::open(&a.video)?;
-    let model = load_model(
-        &a.model,
-        a.clip.as_deref(),
-        a.offline,
-        a.dtype.as_deref(),
-        &a.device,
-    )?;
+    check_output_folder(&a.out, a.force)?;
+    let model = a.load.load()?;
+    let mut manifest = manifest(a, &model, &prompts)?;
+    prepare_replace(&a.out, &mut manifest, a.force)?;
+    let mut formats = a.formats.clone();
+    if formats.overlay_mp4.is_some() {
+        formats.overlay_mp4 = Some(video.info().fps.filter(|f| *f > 0.0).unwrap_or(10.0));
+    }
     let opts = SegmentOptions {
         n_sparse: a.sparse,
         n_dense: a.dense,
-        formats: a.formats.clone(),
+        formats,
         sam_batch: a.sam_batch,
         dump: a.dump.clone(),
         keep_logits: false,
         write_summary: true,
     };
-    Ok(segment(
-        &model,
-        &video,
-        &PromptSpec::numbered(&a.prompts, a.template),
-        Some(&a.out),
-        &opts,
-    )?
-    .summary)
+    let summary = segment(&model, &video, &prompts, Some(&a.out), &opts)?.summary;
+    manifest.finish(&a.out)?;
+    Ok(summary)
 }
 
 /// Human-readable summary.

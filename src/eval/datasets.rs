@@ -22,6 +22,18 @@ pub enum DatasetKind {
     Reasonvos,
 }
 
+impl DatasetKind {
+    /// The name used on the command line (`ref-ytvos`, `ref-davis`, `mevis`, `reasonvos`).
+    pub fn name(self) -> &'static str {
+        match self {
+            DatasetKind::RefYtvos => "ref-ytvos",
+            DatasetKind::RefDavis => "ref-davis",
+            DatasetKind::Mevis => "mevis",
+            DatasetKind::Reasonvos => "reasonvos",
+        }
+    }
+}
+
 /// Where an expression's ground truth is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroundTruth {
@@ -122,8 +134,21 @@ pub fn check_name(file: &Path, what: &str, s: &str) -> Result<()> {
             file.display()
         )));
     }
+    // outputs are `<name>.png` (or `<name>/…`): keep room for the extension in 255 bytes
+    if s.len() > MAX_NAME {
+        return Err(Error::Invalid(format!(
+            "{}: {what} {:?}… is {} bytes long; names that become file names may have at most {MAX_NAME}",
+            file.display(),
+            s.chars().take(40).collect::<String>(),
+            s.len()
+        )));
+    }
     Ok(())
 }
+
+/// Longest name accepted for something that becomes a file or folder name (255-byte file
+/// systems, minus room for `.png`).
+pub const MAX_NAME: usize = 250;
 
 fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
@@ -197,7 +222,45 @@ impl Dataset {
             DatasetKind::Reasonvos => ds.load_reasonvos()?,
         }
         ds.videos.sort_by(|a, b| a.name.cmp(&b.name));
+        ds.check_distinct_outputs()?;
         Ok(ds)
+    }
+
+    /// Two expressions must never write the same prediction folder (ReasonVOS keys
+    /// `<source>_<video>_<obj_id>` can collide when names hold underscores).
+    fn check_distinct_outputs(&self) -> Result<()> {
+        let mut seen: std::collections::HashMap<&str, (&str, &str)> = std::collections::HashMap::new();
+        for v in &self.videos {
+            for e in &v.expressions {
+                if let Some((video, exp)) = seen.insert(&e.out_dir, (&v.name, &e.exp_id)) {
+                    return Err(Error::Invalid(format!(
+                        "{}: video {video:?} expression {exp:?} and video {:?} expression {:?} would both write \
+                         predictions to `{}`",
+                        self.root.display(),
+                        v.name,
+                        e.exp_id,
+                        e.out_dir
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that every frame file of `videos` exists, before any model work.
+    pub fn check_frames(videos: &[&VideoEntry]) -> Result<()> {
+        let mut missing = videos.iter().flat_map(|v| v.frame_paths.iter()).filter(|p| !p.is_file());
+        if let Some(first) = missing.next() {
+            let more = missing.count();
+            return Err(Error::MissingFile {
+                path: first.clone(),
+                what: format!(
+                    "a frame listed in the dataset's meta_expressions.json{}",
+                    if more > 0 { format!("; {more} more frames are missing") } else { String::new() }
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Ref-YouTube-VOS and Ref-DAVIS (ReferFormer layout): `meta_expressions/<split>/…`.
@@ -398,6 +461,8 @@ mod tests {
     #[test]
     fn names_and_shards() {
         assert!(check_name(Path::new("x"), "id", "abc_1").is_ok());
+        let long = "e".repeat(MAX_NAME + 1);
+        assert!(check_name(Path::new("x"), "exp_id", &long).unwrap_err().to_string().contains("bytes long"));
         for bad in ["", ".", "..", "a/b", "..\\x", "a\0"] {
             assert!(check_name(Path::new("x"), "id", bad).is_err(), "{bad:?}");
         }

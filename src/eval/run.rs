@@ -3,7 +3,7 @@
 //! and score where ground truth exists.
 
 use super::datasets::{Dataset, DatasetKind, VideoEntry};
-use super::score::{score, write_reports, Protocol, ScoreReport};
+use super::score::{score, write_reports, Protocol, ScoreOptions, ScoreReport};
 use crate::error::{Error, Result};
 use crate::model::videolisa::VideoLisa;
 use crate::output::{write_atomic, OutputFormats};
@@ -36,6 +36,9 @@ pub struct EvalSummary {
     pub ran: usize,
     /// Expressions skipped because their outputs were complete.
     pub resumed: usize,
+    /// When the results were resumed: the Unix time the run that began them started (same
+    /// settings, checked against its run manifest).
+    pub resumed_run: Option<u64>,
     /// Seconds.
     pub seconds: f64,
     /// Scores, when this run covered the whole split and it has ground truth.
@@ -119,6 +122,7 @@ pub fn eval(model: &VideoLisa, ds: &Dataset, out: &Path, opts: &EvalOptions) -> 
         videos: videos.len(),
         ran,
         resumed,
+        resumed_run: None,
         seconds: t0.elapsed().as_secs_f64(),
         score,
         submission,
@@ -147,7 +151,11 @@ pub fn finish(
         )));
     }
     if has_ground_truth(ds) {
-        let r = score(ds, out, protocol, Some(&out.join("scores")))?;
+        let options = ScoreOptions {
+            protocol,
+            ..ScoreOptions::default()
+        };
+        let r = score(ds, out, &options, Some(&out.join("scores")))?;
         write_reports(&r, &out.join("scores"))?;
         Ok((Some(r), None))
     } else {

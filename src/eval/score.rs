@@ -25,6 +25,28 @@ pub enum Protocol {
     Referformer,
 }
 
+/// What to do with a MeViS expression whose prediction folder is missing while its video folder
+/// exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissingExpression {
+    /// Refuse to score (a missing folder is most likely a broken run).
+    #[default]
+    Error,
+    /// Leave it out of the mean, as the official `eval_mevis.py` does (its worker fails on the
+    /// missing `00000.png` and the expression never reaches the results).
+    Drop,
+}
+
+/// How predictions are scored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ScoreOptions {
+    /// Ref-DAVIS protocol.
+    pub protocol: Protocol,
+    /// MeViS: a missing expression folder.
+    pub missing_expression: MissingExpression,
+}
+
 /// What happened to one expression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -92,27 +114,22 @@ pub struct ScoreReport {
     pub items: Vec<ItemScore>,
 }
 
-/// Reads a prediction PNG as OpenCV's `IMREAD_GRAYSCALE` would, then binarises (nonzero):
-/// palette PNGs become the luminance of their colours (so a black palette entry is background).
-pub fn read_prediction(path: &Path) -> Result<BinMask> {
+/// Reads a PNG as OpenCV's `IMREAD_GRAYSCALE` would: the gray level, or the luminance of RGB
+/// and palette colours (so a black palette entry is 0 whatever its index). Returns (width,
+/// height, values).
+pub fn read_gray(path: &Path) -> Result<(usize, usize, Vec<u8>)> {
     let (info, px) = decode_png(
         path,
         png::Transformations::EXPAND | png::Transformations::STRIP_16,
     )?;
     let (w, h) = (info.width as usize, info.height as usize);
     let luma =
-        |r: u8, g: u8, b: u8| (u32::from(r) * 4899 + u32::from(g) * 9617 + u32::from(b) * 1868 + 8192) >> 14;
+        |r: u8, g: u8, b: u8| ((u32::from(r) * 4899 + u32::from(g) * 9617 + u32::from(b) * 1868 + 8192) >> 14) as u8;
     let data: Vec<u8> = match info.color_type {
-        png::ColorType::Grayscale => px.iter().map(|&v| u8::from(v != 0)).collect(),
-        png::ColorType::GrayscaleAlpha => px.chunks(2).map(|c| u8::from(c[0] != 0)).collect(),
-        png::ColorType::Rgb => px
-            .chunks(3)
-            .map(|c| u8::from(luma(c[0], c[1], c[2]) != 0))
-            .collect(),
-        png::ColorType::Rgba => px
-            .chunks(4)
-            .map(|c| u8::from(luma(c[0], c[1], c[2]) != 0))
-            .collect(),
+        png::ColorType::Grayscale => px,
+        png::ColorType::GrayscaleAlpha => px.chunks(2).map(|c| c[0]).collect(),
+        png::ColorType::Rgb => px.chunks(3).map(|c| luma(c[0], c[1], c[2])).collect(),
+        png::ColorType::Rgba => px.chunks(4).map(|c| luma(c[0], c[1], c[2])).collect(),
         png::ColorType::Indexed => {
             return Err(Error::Invalid(format!(
                 "{}: palette not expanded",
@@ -126,10 +143,17 @@ pub fn read_prediction(path: &Path) -> Result<BinMask> {
             path.display()
         )));
     }
+    Ok((w, h, data))
+}
+
+/// Reads a prediction as OpenCV's `IMREAD_GRAYSCALE` would, then binarises (nonzero), as the
+/// per-expression scorers do.
+pub fn read_prediction(path: &Path) -> Result<BinMask> {
+    let (width, height, gray) = read_gray(path)?;
     Ok(BinMask {
-        width: w,
-        height: h,
-        data,
+        width,
+        height,
+        data: gray.iter().map(|&v| u8::from(v != 0)).collect(),
     })
 }
 
@@ -222,6 +246,7 @@ fn score_expression(
     e: &Expression,
     pred: &Path,
     md: Option<&MaskDict>,
+    missing: MissingExpression,
 ) -> Result<ItemScore> {
     let item = |j, f, frames, status| ItemScore {
         video: v.name.clone(),
@@ -286,6 +311,9 @@ fn score_expression(
             if !pred.join(&v.name).is_dir() {
                 return Ok(item(0.0, 0.0, v.frames.len(), Status::MissingZero));
             }
+            if missing == MissingExpression::Drop && !pdir.is_dir() {
+                return Ok(item(0.0, 0.0, 0, Status::Excluded));
+            }
             for (t, f) in v.frames.iter().enumerate() {
                 let pp = pdir.join(format!("{f}.png"));
                 let p = read_prediction(&pp)?;
@@ -305,10 +333,10 @@ fn score_expression(
 pub fn score(
     ds: &Dataset,
     pred: &Path,
-    protocol: Protocol,
+    options: &ScoreOptions,
     merged_out: Option<&Path>,
 ) -> Result<ScoreReport> {
-    let protocol = match (protocol, ds.kind) {
+    let protocol = match (options.protocol, ds.kind) {
         (Protocol::Default, DatasetKind::RefDavis) => Protocol::Referformer,
         (Protocol::Default, _) => Protocol::PerExpression,
         (Protocol::Referformer, k) if k != DatasetKind::RefDavis => {
@@ -334,7 +362,7 @@ pub fn score(
     let items: Vec<ItemScore> = work
         .par_iter()
         .map(|(v, e)| {
-            let r = score_expression(ds, v, e, pred, md.as_ref());
+            let r = score_expression(ds, v, e, pred, md.as_ref(), options.missing_expression);
             bar.inc(1);
             r
         })
@@ -345,7 +373,8 @@ pub fn score(
     let f = mean(&counted.iter().map(|i| i.f).collect::<Vec<_>>());
     let policy = match ds.kind {
         DatasetKind::Reasonvos => "as eval_reason_vos.py: an expression whose prediction or ground-truth folder is missing is excluded",
-        DatasetKind::Mevis => "as MeViS eval_mevis.py: a video without a prediction folder scores J = F = 0 for each of its expressions",
+        DatasetKind::Mevis if options.missing_expression == MissingExpression::Drop => "as MeViS eval_mevis.py: a video without a prediction folder scores J = F = 0 for each of its expressions; an expression folder missing from a present video is left out of the mean",
+        DatasetKind::Mevis => "as MeViS eval_mevis.py: a video without a prediction folder scores J = F = 0 for each of its expressions (a missing expression folder in a present video is an error)",
         _ => "as the VISA-style scripts: a video without a prediction folder scores J = F = 0",
     };
     Ok(report(ds, protocol, j, f, policy.into(), Vec::new(), items))
@@ -412,8 +441,27 @@ fn score_referformer(ds: &Dataset, pred: &Path, merged_out: Option<&Path>) -> Re
     ))
 }
 
-/// One video, one annotator run: merge the expressions `4k + a` into labels (lowest object wins
-/// overlaps, as VideoLISA's post-processing), then DAVIS unsupervised evaluation.
+/// Merges the predictions of one frame as VideoLISA's `post_process_davis.py` does: each
+/// object's gray value / 100 is its score, scores below 0.5 count as 0, the background scores
+/// 0.1, and each pixel takes the argmax (ties to the lower object id). `preds[k]` is object
+/// k + 1's gray image.
+pub fn merge_davis(preds: &[Vec<u8>], len: usize) -> Vec<u8> {
+    let mut merged = vec![0u8; len];
+    for (i, m) in merged.iter_mut().enumerate() {
+        // v / 100 ≥ 0.5 ⇔ v ≥ 50 (exact in f32); any such score beats the background's 0.1
+        let mut best = 49u8;
+        for (k, p) in preds.iter().enumerate() {
+            if p[i] > best {
+                best = p[i];
+                *m = (k + 1) as u8;
+            }
+        }
+    }
+    merged
+}
+
+/// One video, one annotator run: merge the expressions `4k + a` into labels as VideoLISA's
+/// post-processing does ([`merge_davis`]), then DAVIS unsupervised evaluation.
 fn davis_video(v: &VideoEntry, a: usize, pred: &Path, merged_out: Option<&Path>) -> Result<Vec<ItemScore>> {
     let mut exps: Vec<(usize, &Expression)> = v
         .expressions
@@ -449,24 +497,19 @@ fn davis_video(v: &VideoEntry, a: usize, pred: &Path, merged_out: Option<&Path>)
         voids.push(BinMask::from_label(w, h, g.as_raw(), 255));
         let labels: Vec<u8> = g.as_raw().iter().map(|&x| if x == 255 { 0 } else { x }).collect();
         gts.push((w, h, labels));
-        let mut merged = vec![0u8; w * h];
-        for (k, e) in exps.iter().rev() {
+        let mut objects = vec![vec![0u8; w * h]; exps.last().map_or(0, |(k, _)| k + 1)];
+        for (k, e) in &exps {
             let pp = pred.join(&e.out_dir).join(format!("{f}.png"));
-            let p = read_prediction(&pp)?;
-            if (p.width, p.height) != (w, h) {
+            let (pw, ph, gray) = read_gray(&pp)?;
+            if (pw, ph) != (w, h) {
                 return Err(Error::Invalid(format!(
-                    "{}: prediction is {}x{} but the ground truth is {w}x{h}",
-                    pp.display(),
-                    p.width,
-                    p.height
+                    "{}: prediction is {pw}x{ph} but the ground truth is {w}x{h}",
+                    pp.display()
                 )));
             }
-            for (m, &x) in merged.iter_mut().zip(&p.data) {
-                if x != 0 {
-                    *m = (*k + 1) as u8;
-                }
-            }
+            objects[*k] = gray;
         }
+        let merged = merge_davis(&objects, w * h);
         if let Some(o) = merged_out {
             let path = o.join(format!("anno_{a}")).join(&v.name).join(format!("{f}.png"));
             write_indexed_png(
@@ -523,6 +566,16 @@ fn davis_video(v: &VideoEntry, a: usize, pred: &Path, merged_out: Option<&Path>)
         .collect())
 }
 
+/// A CSV field as RFC 4180 writes it: quoted (with quotes doubled) when it holds a comma, a
+/// quote or a line break.
+pub fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\"")).into()
+    } else {
+        s.into()
+    }
+}
+
 /// Writes `results.json`, `per_item.csv`, `per_video.csv` and `report.md` into `dir`.
 pub fn write_reports(r: &ScoreReport, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -540,8 +593,8 @@ pub fn write_reports(r: &ScoreReport, dir: &Path) -> Result<()> {
     for i in &r.items {
         csv += &format!(
             "{},{},{:.6},{:.6},{:.6},{},{}\n",
-            i.video,
-            i.id,
+            csv_field(&i.video),
+            csv_field(&i.id),
             i.j,
             i.f,
             (i.j + i.f) / 2.0,
@@ -561,7 +614,7 @@ pub fn write_reports(r: &ScoreReport, dir: &Path) -> Result<()> {
     for (v, l) in &by_video {
         let j = mean(&l.iter().map(|i| i.j).collect::<Vec<_>>());
         let f = mean(&l.iter().map(|i| i.f).collect::<Vec<_>>());
-        csv += &format!("{v},{},{j:.6},{f:.6},{:.6}\n", l.len(), (j + f) / 2.0);
+        csv += &format!("{},{},{j:.6},{f:.6},{:.6}\n", csv_field(v), l.len(), (j + f) / 2.0);
     }
     put("per_video.csv", csv)?;
     put("report.md", render_markdown(r))

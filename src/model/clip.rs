@@ -44,6 +44,18 @@ impl ClipVisionConfig {
         let text = std::fs::read_to_string(config).map_err(|e| Error::io(config, e))?;
         let v: Value = serde_json::from_str(&text)
             .map_err(|e| Error::Invalid(format!("{}: not valid JSON: {e}", config.display())))?;
+        let model_type = v.get("model_type").and_then(Value::as_str).unwrap_or("");
+        if !model_type.starts_with("clip") && v.get("vision_config").is_none() {
+            return Err(Error::Invalid(format!(
+                "{}: this is not a CLIP tower (model_type {model_type:?}){}",
+                config.display(),
+                if v.get("mm_projector_type").is_some() {
+                    "; it is a VideoLISA checkpoint, which belongs to --model (are --model and --clip swapped?)"
+                } else {
+                    ""
+                }
+            )));
+        }
         let vc = v.get("vision_config").unwrap_or(&v);
         let act = vc
             .get("hidden_act")

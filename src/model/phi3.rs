@@ -29,8 +29,10 @@ pub struct Phi3Config {
     pub rms_norm_eps: f64,
     /// RoPE base (10000).
     pub rope_theta: f64,
-    /// Attention window (2047/2048); `None` = full causal attention.
+    /// Attention window (2047/2048); `None` = full causal attention (`"sliding_window": null`).
     pub sliding_window: Option<usize>,
+    /// Longest sequence the model was trained for (4096).
+    pub max_position_embeddings: usize,
     /// Rows of `embed_tokens`.
     pub vocab_size: usize,
 }
@@ -62,10 +64,21 @@ impl Phi3Config {
             intermediate_size: u("intermediate_size")?,
             rms_norm_eps: v.get("rms_norm_eps").and_then(Value::as_f64).unwrap_or(1e-5),
             rope_theta: v.get("rope_theta").and_then(Value::as_f64).unwrap_or(10000.0),
-            sliding_window: v
-                .get("sliding_window")
-                .and_then(Value::as_u64)
-                .map(|x| x as usize),
+            sliding_window: match v.get("sliding_window") {
+                None => {
+                    return Err(bad(
+                        "`sliding_window` is missing: VideoLISA's Phi-3 attends within a window \
+                         (2047 or 2048 tokens, from its config); add the checkpoint's value, or \
+                         `\"sliding_window\": null` for full causal attention"
+                            .into(),
+                    ))
+                }
+                Some(Value::Null) => None,
+                Some(w) => Some(w.as_u64().filter(|&w| w > 0).ok_or_else(|| {
+                    bad(format!("`sliding_window` must be a positive number or null, found {w}"))
+                })? as usize),
+            },
+            max_position_embeddings: u("max_position_embeddings")?,
             vocab_size: u("vocab_size")?,
         };
         if c.num_attention_heads == 0

@@ -81,6 +81,14 @@ impl VideoLisaConfig {
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
         let v: Value = serde_json::from_str(&text)
             .map_err(|e| Error::Invalid(format!("{}: not valid JSON: {e}", path.display())))?;
+        let model_type = v.get("model_type").and_then(Value::as_str).unwrap_or("");
+        if model_type.starts_with("clip") || v.get("vision_config").is_some() {
+            return Err(Error::Invalid(format!(
+                "{}: this is a CLIP checkpoint (model_type {model_type:?}), not VideoLISA; it belongs \
+                 to --clip (are --model and --clip swapped?)",
+                path.display()
+            )));
+        }
         let projector = v
             .get("mm_projector_type")
             .and_then(Value::as_str)
@@ -292,6 +300,28 @@ impl VideoLisa {
         )?;
         let dense = feats.index_select(&idx, 0)?.flatten_to(1)?;
         Ok(Tensor::cat(&[&sparse, &dense], 0)?)
+    }
+
+    /// Number of visual tokens for `n_sparse` frames of which `n_dense` are dense.
+    pub fn visual_token_count(&self, n_sparse: usize, n_dense: usize) -> usize {
+        n_sparse + n_dense * self.vision_tower.config.num_patches()
+    }
+
+    /// Checks, before any frame is decoded, that `input_ids` spliced with `n_visual` visual
+    /// tokens fits the model's context; returns the sequence length.
+    pub fn check_sequence(&self, input_ids: &[i64], n_visual: usize) -> Result<usize> {
+        let seq_len = input_ids.len() - 1 + n_visual;
+        let max = self.config.phi3.max_position_embeddings;
+        if seq_len > max {
+            return Err(Error::Invalid(format!(
+                "the prompt is {} tokens and the video adds {n_visual} visual tokens: {seq_len} in all, \
+                 more than the {max} positions of {} (max_position_embeddings); shorten the prompt \
+                 or sample fewer frames",
+                input_ids.len() - 1,
+                self.paths.model.display()
+            )));
+        }
+        Ok(seq_len)
     }
 
     /// `tokenizer_image_token(phi3_prompt(instruction))`.

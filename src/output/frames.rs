@@ -43,25 +43,26 @@ struct RleEntry {
     rle: Rle,
 }
 
-/// Writes the outputs of one video (one prompt) frame by frame; nothing is half-written.
+/// Writes the outputs of one video (one prompt) frame by frame; nothing is half-written. The
+/// overlay video is an extra: when it cannot be encoded, the masks go on and the failure is
+/// reported by [`FrameOutputs::finish`].
 pub struct FrameOutputs {
     dir: PathBuf,
     formats: OutputFormats,
     mp4: Option<Mp4VideoWriter>,
     rles: Vec<RleEntry>,
+    failures: Vec<String>,
 }
 
 impl FrameOutputs {
     /// Prepares `dir` for a video of `width`×`height`.
     pub fn new(dir: &Path, width: u32, height: u32, formats: OutputFormats) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let mut failures = Vec::new();
         let mp4 = match formats.overlay_mp4 {
-            Some(fps) => Some(Mp4VideoWriter::create(
-                &dir.join("overlay.mp4"),
-                width,
-                height,
-                fps,
-            )?),
+            Some(fps) => Mp4VideoWriter::create(&dir.join("overlay.mp4"), width, height, fps)
+                .map_err(|e| failures.push(e.to_string()))
+                .ok(),
             None => None,
         };
         Ok(FrameOutputs {
@@ -69,6 +70,7 @@ impl FrameOutputs {
             formats,
             mp4,
             rles: Vec::new(),
+            failures,
         })
     }
 
@@ -94,7 +96,10 @@ impl FrameOutputs {
                 write_rgb_png(&self.dir.join("overlay").join(format!("{name}.png")), &over)?;
             }
             if let Some(mp4) = &mut self.mp4 {
-                mp4.push(&over)?;
+                if let Err(e) = mp4.push(&over) {
+                    self.failures.push(e.to_string());
+                    self.mp4 = None;
+                }
             }
         }
         if f.rle {
@@ -106,10 +111,13 @@ impl FrameOutputs {
         Ok(())
     }
 
-    /// Finishes the mp4 and writes the RLE JSON.
-    pub fn finish(self) -> Result<()> {
-        if let Some(mp4) = self.mp4 {
-            mp4.finish()?;
+    /// Finishes the mp4 and writes the RLE JSON. Returns what could not be written (the
+    /// overlay video), each with its cause.
+    pub fn finish(mut self) -> Result<Vec<String>> {
+        if let Some(mp4) = self.mp4.take() {
+            if let Err(e) = mp4.finish() {
+                self.failures.push(e.to_string());
+            }
         }
         if self.formats.rle {
             let path = self.dir.join("masks.rle.json");
@@ -119,6 +127,6 @@ impl FrameOutputs {
                 std::io::Write::write_all(w, &json).map_err(|e| Error::io(&path, e))
             })?;
         }
-        Ok(())
+        Ok(self.failures)
     }
 }

@@ -20,6 +20,12 @@ pub struct Mp4VideoWriter {
     guard: Option<TempGuard>,
     muxer: Option<::mp4::Mp4Writer<std::io::BufWriter<std::fs::File>>>,
     encoder: Encoder,
+    /// Size of the frames pushed.
+    source: (u32, u32),
+    /// Shrink factor and the shrunk size.
+    factor: u32,
+    shrunk: (u32, u32),
+    /// Encoded (padded) size.
     width: u32,
     height: u32,
     frame_ticks: u32,
@@ -29,6 +35,46 @@ pub struct Mp4VideoWriter {
 
 fn enc_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Runtime(format!("{}: H.264 encoding failed: {e}", path.display()))
+}
+
+fn openh264_err(path: &Path, e: &openh264::Error) -> Error {
+    enc_err(path, format_args!("the encoder (OpenH264) returned error code {}", e.native_code()))
+}
+
+/// Whether the encoder takes a picture of this size (OpenH264: up to 3840×2160 or 2160×3840).
+fn encodable(w: u32, h: u32) -> bool {
+    (w <= 3840 && h <= 2160) || (w <= 2160 && h <= 3840)
+}
+
+/// How a `width`×`height` frame is fitted to the encoder: shrunk by the smallest integer factor
+/// that fits its maximum size, then padded (edge pixels repeated) to even sizes of at least 16.
+/// Returns (factor, shrunk size, encoded size).
+fn geometry(width: u32, height: u32) -> (u32, (u32, u32), (u32, u32)) {
+    let even = |v: u32| (v + v % 2).max(16);
+    let factor = (1..=4096)
+        .find(|&k| encodable(even(width.div_ceil(k)), even(height.div_ceil(k))))
+        .unwrap_or(4096);
+    let (sw, sh) = (width.div_ceil(factor), height.div_ceil(factor));
+    (factor, (sw, sh), (even(sw), even(sh)))
+}
+
+/// Averages `factor`×`factor` blocks (the last ones may be partial).
+fn shrink(frame: &RgbImage, factor: u32, (sw, sh): (u32, u32)) -> RgbImage {
+    let (w, h) = frame.dimensions();
+    RgbImage::from_fn(sw, sh, |x, y| {
+        let (x0, y0) = (x * factor, y * factor);
+        let (x1, y1) = ((x0 + factor).min(w), (y0 + factor).min(h));
+        let mut sum = [0u32; 3];
+        for yy in y0..y1 {
+            for xx in x0..x1 {
+                for (s, v) in sum.iter_mut().zip(frame.get_pixel(xx, yy).0) {
+                    *s += u32::from(v);
+                }
+            }
+        }
+        let n = (x1 - x0) * (y1 - y0);
+        image::Rgb(sum.map(|s| ((s + n / 2) / n) as u8))
+    })
 }
 
 /// Splits an Annex-B buffer into NAL units (without start codes).
@@ -55,8 +101,10 @@ fn nal_units(buf: &[u8]) -> Vec<&[u8]> {
 }
 
 impl Mp4VideoWriter {
-    /// Starts a `width`×`height` video at `fps` frames per second. Odd sizes are padded to even
-    /// by repeating the last row/column (H.264 4:2:0 needs even sizes).
+    /// Starts a video of `width`×`height` frames at `fps` frames per second. Odd sizes are
+    /// padded to even by repeating the last row/column (H.264 4:2:0 needs even sizes), sides
+    /// under 16 pixels are padded to 16, and frames larger than the encoder takes (3840×2160)
+    /// are shrunk by an integer factor.
     pub fn create(path: &Path, width: u32, height: u32, fps: f64) -> Result<Self> {
         if width == 0 || height == 0 || !(fps > 0.0 && fps.is_finite()) {
             return Err(Error::Invalid(format!(
@@ -64,7 +112,7 @@ impl Mp4VideoWriter {
                 path.display()
             )));
         }
-        let (ew, eh) = (width + width % 2, height + height % 2);
+        let (factor, shrunk, (ew, eh)) = geometry(width, height);
         let config = EncoderConfig::new()
             .skip_frames(false)
             .max_frame_rate(FrameRate::from_hz(fps as f32))
@@ -74,12 +122,15 @@ impl Mp4VideoWriter {
                 (fps * 2.0).round().max(1.0) as u32
             ));
         let encoder =
-            Encoder::with_api_config(OpenH264API::from_source(), config).map_err(|e| enc_err(path, e))?;
+            Encoder::with_api_config(OpenH264API::from_source(), config).map_err(|e| openh264_err(path, &e))?;
         Ok(Mp4VideoWriter {
             file: Some(AtomicFile::create(path)?),
             guard: None,
             muxer: None,
             encoder,
+            source: (width, height),
+            factor,
+            shrunk,
             width: ew,
             height: eh,
             frame_ticks: (f64::from(TIMESCALE) / fps).round().max(1.0) as u32,
@@ -90,15 +141,23 @@ impl Mp4VideoWriter {
 
     /// Encodes and appends one frame (must have the size given to [`Self::create`]).
     pub fn push(&mut self, frame: &RgbImage) -> Result<()> {
-        let (w, h) = frame.dimensions();
-        if (w + w % 2, h + h % 2) != (self.width, self.height) {
+        if frame.dimensions() != self.source {
+            let (w, h) = frame.dimensions();
             return Err(Error::Invalid(format!(
-                "{}: frame of {w}x{h} pushed to a {}x{} video",
+                "{}: frame of {w}x{h} pushed to a video of {}x{} frames",
                 self.path.display(),
-                self.width,
-                self.height
+                self.source.0,
+                self.source.1
             )));
         }
+        let shrunk;
+        let frame = if self.factor > 1 {
+            shrunk = shrink(frame, self.factor, self.shrunk);
+            &shrunk
+        } else {
+            frame
+        };
+        let (w, h) = frame.dimensions();
         let padded;
         let rgb: &[u8] = if (w, h) == (self.width, self.height) {
             frame.as_raw()
@@ -111,7 +170,7 @@ impl Mp4VideoWriter {
         let yuv =
             YUVBuffer::from_rgb8_source(RgbSliceU8::new(rgb, (self.width as usize, self.height as usize)));
         let path = self.path.clone();
-        let bs = self.encoder.encode(&yuv).map_err(|e| enc_err(&path, e))?;
+        let bs = self.encoder.encode(&yuv).map_err(|e| openh264_err(&path, &e))?;
         let sync = matches!(bs.frame_type(), FrameType::IDR | FrameType::I);
         let annexb = bs.to_vec();
         let mut sps = None;
@@ -191,5 +250,23 @@ impl Mp4VideoWriter {
         mux.write_end().map_err(|e| enc_err(&self.path, e))?;
         let inner = mux.into_writer();
         self.guard.take().expect("started with the muxer").commit(inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_fitted_to_the_encoder() {
+        assert_eq!(geometry(640, 360), (1, (640, 360), (640, 360)));
+        assert_eq!(geometry(1, 1), (1, (1, 1), (16, 16)));
+        assert_eq!(geometry(321, 9), (1, (321, 9), (322, 16)));
+        assert_eq!(geometry(3840, 2160), (1, (3840, 2160), (3840, 2160)));
+        assert_eq!(geometry(4000, 16), (2, (2000, 8), (2000, 16)));
+        assert_eq!(geometry(2160, 3841), (2, (1080, 1921), (1080, 1922)));
+        let img = RgbImage::from_fn(3, 2, |x, _| image::Rgb([x as u8 * 10, 0, 0]));
+        assert_eq!(shrink(&img, 2, (2, 1)).get_pixel(0, 0).0[0], 5);
+        assert_eq!(shrink(&img, 2, (2, 1)).get_pixel(1, 0).0[0], 20);
     }
 }

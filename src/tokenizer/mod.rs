@@ -447,6 +447,21 @@ impl Template {
     }
 }
 
+/// Refuses an instruction that holds `<image>` or `[SEG]`: the prompt must have exactly the one
+/// `<image>` and the one `[SEG]` of the template, or the visual tokens and the hidden row read
+/// would silently be the wrong ones.
+pub fn check_instruction(instruction: &str) -> Result<()> {
+    for special in [IMAGE_PLACEHOLDER, SEG_TOKEN] {
+        if instruction.contains(special) {
+            return Err(Error::Invalid(format!(
+                "the prompt {instruction:?} contains `{special}`, which the model's prompt template \
+                 places itself; remove it from the text"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The `phi3_instruct` conversation with `<image>\n{instruction}` from the user and the
 /// hard-coded answer `Sure, [SEG].`.
 pub fn phi3_prompt(instruction: &str) -> String {
@@ -459,6 +474,15 @@ pub fn phi3_prompt(instruction: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn typed_special_tokens_are_refused() {
+        assert!(check_instruction("the dog").is_ok());
+        assert!(check_instruction("the dog [SEG]").unwrap_err().to_string().contains("[SEG]"));
+        assert!(check_instruction("<image> the dog").is_err());
+        // the referring template lowercases, so `[SEG]` cannot survive it, but `<image>` can
+        assert!(check_instruction(&Template::Referring.instruction("A [SEG] dog")).is_ok());
+    }
 
     #[test]
     fn prompt_and_templates() {
