@@ -46,6 +46,22 @@ pub fn cache_dir() -> PathBuf {
     home.join(".cache").join("huggingface").join("hub")
 }
 
+/// Why `spec` reads as a local path rather than a hub id, if it does: it starts like a path
+/// (`/`, `./`, `../`, `~`), has more or fewer than two components, or its first component is a
+/// folder here (so `models/videolis` is a mistyped `models/videolisa`, not a repository).
+pub fn local_path_reason(spec: &str) -> Option<String> {
+    if ["/", "./", "../", "~"].iter().any(|p| spec.starts_with(p)) || spec.starts_with('.') {
+        return Some("it starts like a path".into());
+    }
+    if !is_hub_id(spec) {
+        return Some("it is not of the form owner/name".into());
+    }
+    let owner = spec.split('/').next().unwrap_or_default();
+    Path::new(owner)
+        .is_dir()
+        .then(|| format!("`{owner}/` is a folder here, so it was read as a path, not a hub id"))
+}
+
 /// Whether `spec` names a hub repository (`owner/name`) rather than a path.
 pub fn is_hub_id(spec: &str) -> bool {
     let parts: Vec<&str> = spec.split('/').collect();
@@ -153,9 +169,15 @@ pub fn resolve(spec: &str, kind: RepoKind, offline: bool) -> Result<PathBuf> {
     if path.is_dir() {
         return Ok(path.to_path_buf());
     }
-    if !is_hub_id(spec) || path.exists() {
-        return Err(Error::NotFound {
+    if path.exists() {
+        return Err(Error::Invalid(format!(
+            "{spec}: is a file; expected a checkpoint folder or a hub id (owner/name)"
+        )));
+    }
+    if let Some(reason) = local_path_reason(spec) {
+        return Err(Error::MissingFile {
             path: path.to_path_buf(),
+            what: format!("no such checkpoint folder ({reason})"),
         });
     }
     let cache = cache_dir();
@@ -246,6 +268,15 @@ mod tests {
         assert!(!is_hub_id("/abs/path"));
         assert!(!is_hub_id("a/b/c"));
         assert!(!is_hub_id("../x"));
+        assert!(local_path_reason("ZechenBai/VideoLISA-3.8B").is_none());
+        assert!(local_path_reason("./model").is_some() && local_path_reason("/abs/path").is_some());
+        // tests run in the crate root, where `tests/` is a folder: `tests/videolis` is a typo
+        let why = local_path_reason("tests/videolis").unwrap();
+        assert!(why.contains("`tests/` is a folder here"), "{why}");
+        let e = resolve("tests/videolis", RepoKind::VideoLisa, true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no such checkpoint folder"), "{e}");
     }
 
     #[test]

@@ -55,7 +55,8 @@ impl DeviceSpec {
             DeviceSpec::Cuda(n) => {
                 if !candle_core::utils::cuda_is_available() {
                     return Err(Error::Invalid(
-                        "--device cuda: this build has no CUDA support; rebuild with `--features cuda`".into(),
+                        "--device cuda: this build has no CUDA support; rebuild with `--features cuda`"
+                            .into(),
                     ));
                 }
                 Ok(Device::new_cuda(n)?)
@@ -83,7 +84,8 @@ impl FromStr for DtypeSpec {
         let mut d = DtypeSpec::default();
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (key, val) = part.split_once('=').unwrap_or(("all", part));
-            let t = parse_dtype(val.trim()).ok_or_else(|| format!("unknown dtype `{val}` (bf16, f16, f32)"))?;
+            let t =
+                parse_dtype(val.trim()).ok_or_else(|| format!("unknown dtype `{val}` (bf16, f16, f32)"))?;
             match key.trim() {
                 "all" => (d.llm, d.clip, d.sam) = (Some(t), Some(t), Some(t)),
                 "llm" => d.llm = Some(t),
@@ -176,9 +178,15 @@ mod tests {
         assert_eq!("cuda:3".parse(), Ok(DeviceSpec::Cuda(3)));
         assert!("gpu".parse::<DeviceSpec>().is_err() && "cuda:x".parse::<DeviceSpec>().is_err());
         let d: DtypeSpec = "bf16".parse().unwrap();
-        assert_eq!((d.llm, d.clip, d.sam), (Some(DType::BF16), Some(DType::BF16), Some(DType::BF16)));
+        assert_eq!(
+            (d.llm, d.clip, d.sam),
+            (Some(DType::BF16), Some(DType::BF16), Some(DType::BF16))
+        );
         let d: DtypeSpec = "clip=f32, sam=bf16".parse().unwrap();
-        assert_eq!((d.llm, d.clip, d.sam), (None, Some(DType::F32), Some(DType::BF16)));
+        assert_eq!(
+            (d.llm, d.clip, d.sam),
+            (None, Some(DType::F32), Some(DType::BF16))
+        );
         let o = d.options(Device::Cpu);
         assert_eq!((o.llm, o.clip, o.sam), (DType::BF16, DType::F32, DType::BF16));
         assert!("vit=f32".parse::<DtypeSpec>().unwrap_err().contains("vit"));

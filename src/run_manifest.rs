@@ -90,7 +90,9 @@ impl RunManifest {
     pub fn write(&self, dir: &Path) -> Result<()> {
         let path = dir.join(MANIFEST_FILE);
         let json = serde_json::to_vec_pretty(self).map_err(|e| Error::Runtime(format!("JSON: {e}")))?;
-        write_atomic(&path, |w| std::io::Write::write_all(w, &json).map_err(|e| Error::io(&path, e)))
+        write_atomic(&path, |w| {
+            std::io::Write::write_all(w, &json).map_err(|e| Error::io(&path, e))
+        })
     }
 
     /// Marks the run complete and rewrites the manifest.
@@ -111,7 +113,8 @@ impl RunManifest {
         };
         field("command", Some(&self.command), Some(&previous.command));
         field("videolisa version", Some(&self.version), Some(&previous.version));
-        let keys: std::collections::BTreeSet<&String> = self.settings.keys().chain(previous.settings.keys()).collect();
+        let keys: std::collections::BTreeSet<&String> =
+            self.settings.keys().chain(previous.settings.keys()).collect();
         for k in keys {
             field(k, self.settings.get(k), previous.settings.get(k));
         }
@@ -170,8 +173,14 @@ pub fn model_settings(
             "dtypes".to_string(),
             format!("llm={},clip={},sam={}", name(o.llm), name(o.clip), name(o.sam)),
         ),
-        ("device".to_string(), if o.device.is_cpu() { "cpu" } else { "cuda" }.to_string()),
-        ("sampling".to_string(), format!("sparse={n_sparse},dense={n_dense}")),
+        (
+            "device".to_string(),
+            if o.device.is_cpu() { "cpu" } else { "cuda" }.to_string(),
+        ),
+        (
+            "sampling".to_string(),
+            format!("sparse={n_sparse},dense={n_dense}"),
+        ),
     ]);
     let info = BTreeMap::from([
         ("model_path".to_string(), paths.model.display().to_string()),
@@ -355,7 +364,10 @@ mod tests {
         std::fs::write(d.join("prompt_1/00000.png"), b"old").unwrap();
         std::fs::write(d.join("notes.txt"), b"mine").unwrap();
         let mut second = manifest("b");
-        assert!(matches!(prepare_replace(d, &mut second, false).unwrap(), Replaced::EarlierRun(_)));
+        assert!(matches!(
+            prepare_replace(d, &mut second, false).unwrap(),
+            Replaced::EarlierRun(_)
+        ));
         assert!(!d.join("prompt_1").exists() && d.join("notes.txt").exists());
         assert_eq!(RunManifest::read(d).unwrap().unwrap().status, RunStatus::Running);
     }
@@ -364,9 +376,14 @@ mod tests {
     fn foreign_folders_are_refused_unless_forced() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("thesis.pdf"), b"x").unwrap();
-        let e = prepare_replace(dir.path(), &mut manifest("a"), false).unwrap_err().to_string();
+        let e = prepare_replace(dir.path(), &mut manifest("a"), false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("thesis.pdf") && e.contains("--force"), "{e}");
-        assert_eq!(prepare_replace(dir.path(), &mut manifest("a"), true).unwrap(), Replaced::Forced);
+        assert_eq!(
+            prepare_replace(dir.path(), &mut manifest("a"), true).unwrap(),
+            Replaced::Forced
+        );
         assert!(dir.path().join("thesis.pdf").exists());
     }
 
@@ -378,12 +395,21 @@ mod tests {
         a.command = "eval".into();
         assert_eq!(prepare_resume(d, &a, false, &[]).unwrap(), Resume::Fresh);
         std::fs::create_dir_all(d.join("video1/0")).unwrap();
-        assert!(matches!(prepare_resume(d, &a, false, &[]).unwrap(), Resume::Continue(_)));
+        assert!(matches!(
+            prepare_resume(d, &a, false, &[]).unwrap(),
+            Resume::Continue(_)
+        ));
         let mut b = a.clone();
         b.settings.insert("model".into(), "b".into());
         let e = prepare_resume(d, &b, false, &[]).unwrap_err().to_string();
-        assert!(e.contains("model: `b` now, `a` in the folder") && e.contains("--fresh"), "{e}");
-        assert_eq!(prepare_resume(d, &b, true, &["video1".into()]).unwrap(), Resume::Discarded);
+        assert!(
+            e.contains("model: `b` now, `a` in the folder") && e.contains("--fresh"),
+            "{e}"
+        );
+        assert_eq!(
+            prepare_resume(d, &b, true, &["video1".into()]).unwrap(),
+            Resume::Discarded
+        );
         assert!(!d.join("video1").exists());
         assert_eq!(RunManifest::read(d).unwrap().unwrap().settings["model"], "b");
     }

@@ -199,7 +199,12 @@ fn prepare_prompts(model: &VideoLisa, prompts: &[PromptSpec], sampling: &Samplin
 
 /// CLIP inputs of the sparse frames (each distinct frame decoded and transformed once) →
 /// visual tokens.
-fn encode_sparse_frames(model: &VideoLisa, video: &Video, sampling: &Sampling, sec: &mut StageSeconds) -> Result<Tensor> {
+fn encode_sparse_frames(
+    model: &VideoLisa,
+    video: &Video,
+    sampling: &Sampling,
+    sec: &mut StageSeconds,
+) -> Result<Tensor> {
     let dev = model.options.device.clone();
     let mut clip_inputs: HashMap<usize, Tensor> = HashMap::new();
     let mut last = Instant::now();
@@ -229,12 +234,19 @@ struct MaskSink {
 }
 
 impl MaskSink {
-    fn new(out: Option<&Path>, prompts: &[PromptSpec], info: &VideoInfo, opts: &SegmentOptions) -> Result<Self> {
+    fn new(
+        out: Option<&Path>,
+        prompts: &[PromptSpec],
+        info: &VideoInfo,
+        opts: &SegmentOptions,
+    ) -> Result<Self> {
         let writers = match out {
             Some(o) => Some(
                 prompts
                     .iter()
-                    .map(|p| FrameOutputs::new(&o.join(&p.dir), info.width, info.height, opts.formats.clone()))
+                    .map(|p| {
+                        FrameOutputs::new(&o.join(&p.dir), info.width, info.height, opts.formats.clone())
+                    })
                     .collect::<Result<Vec<_>>>()?,
             ),
             None => None,
@@ -256,7 +268,8 @@ impl MaskSink {
             let mask: Vec<u8> = px.iter().map(|&v| u8::from(v > 0.0)).collect();
             self.foreground[k] += mask.iter().map(|&v| u64::from(v)).sum::<u64>();
             if let Some(ws) = self.writers.as_mut() {
-                let ids = GrayImage::from_raw(w as u32, h as u32, mask).expect("mask buffer has the frame size");
+                let ids =
+                    GrayImage::from_raw(w as u32, h as u32, mask).expect("mask buffer has the frame size");
                 ws[k].push(&self.frame_names[*index], frame.as_ref(), &ids)?;
             }
         }
@@ -305,7 +318,10 @@ fn sam_every_frame(
     let batch = opts.sam_batch.max(1);
     let mut pixels: Vec<Tensor> = Vec::new();
     let mut frames: Vec<(usize, Option<RgbImage>)> = Vec::new();
-    let mut flush = |pixels: &mut Vec<Tensor>, frames: &mut Vec<(usize, Option<RgbImage>)>, sec: &mut StageSeconds| -> Result<()> {
+    let mut flush = |pixels: &mut Vec<Tensor>,
+                     frames: &mut Vec<(usize, Option<RgbImage>)>,
+                     sec: &mut StageSeconds|
+     -> Result<()> {
         if pixels.is_empty() {
             return Ok(());
         }
@@ -316,7 +332,10 @@ fn sam_every_frame(
             let t = Instant::now();
             let d = sam.decode_embeddings(&emb, sp, false)?;
             let m = sam.postprocess_masks(&d.low_res_masks, (rh as usize, rw as usize), (h, w))?;
-            let m = m.squeeze(1)?.to_dtype(DType::F32)?.to_device(&candle_core::Device::Cpu)?;
+            let m = m
+                .squeeze(1)?
+                .to_dtype(DType::F32)?
+                .to_device(&candle_core::Device::Cpu)?;
             sec.sam_decode += t.elapsed().as_secs_f64();
             let t = Instant::now();
             sink.push(k, m, frames)?;
@@ -435,7 +454,9 @@ pub fn segment(
 fn write_summary(out: &Path, summary: &SegmentSummary) -> Result<()> {
     let json = serde_json::to_vec_pretty(summary).map_err(|e| Error::Runtime(format!("JSON: {e}")))?;
     let path = out.join("summary.json");
-    write_atomic(&path, |f| std::io::Write::write_all(f, &json).map_err(|e| Error::io(&path, e)))
+    write_atomic(&path, |f| {
+        std::io::Write::write_all(f, &json).map_err(|e| Error::io(&path, e))
+    })
 }
 
 /// Writes `dump.safetensors` in `dir`: sampled indices, visual tokens and per prompt the input

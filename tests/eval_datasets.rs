@@ -136,7 +136,16 @@ fn scores_of_known_predictions() {
             &[Protocol::Default]
         };
         for &p in protocols {
-            let r = score(&ds, pred.path(), &ScoreOptions { protocol: p, ..ScoreOptions::default() }, None).unwrap();
+            let r = score(
+                &ds,
+                pred.path(),
+                &ScoreOptions {
+                    protocol: p,
+                    ..ScoreOptions::default()
+                },
+                None,
+            )
+            .unwrap();
             println!("{kind:?} {p:?} oracle: J {} F {}", r.j, r.f);
             assert!(
                 (r.j - 1.0).abs() < 1e-12 && (r.f - 1.0).abs() < 1e-12,

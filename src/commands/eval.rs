@@ -77,11 +77,18 @@ fn check_sequences(model: &VideoLisa, ds: &Dataset, opts: &EvalOptions) -> Resul
 }
 
 /// Runs (a shard of) a split: checks, output-folder manifest, model load, inference, scoring.
-pub fn run_eval(ds: &Dataset, out: &Path, load: &LoadSpec, opts: &EvalOptions, fresh: bool) -> Result<EvalSummary> {
+pub fn run_eval(
+    ds: &Dataset,
+    out: &Path,
+    load: &LoadSpec,
+    opts: &EvalOptions,
+    fresh: bool,
+) -> Result<EvalSummary> {
     check_shard(ds, opts)?;
     let options = load.options()?;
     let paths = load.resolve()?;
-    let (mut settings, mut info) = model_settings(&paths, &options, opts.segment.n_sparse, opts.segment.n_dense)?;
+    let (mut settings, mut info) =
+        model_settings(&paths, &options, opts.segment.n_sparse, opts.segment.n_dense)?;
     settings.insert("dataset".into(), format!("{} {}", ds.kind.name(), ds.split));
     info.insert("root".into(), ds.root.display().to_string());
     let mut manifest = RunManifest::new("eval", settings, info);

@@ -249,14 +249,21 @@ impl Dataset {
 
     /// Checks that every frame file of `videos` exists, before any model work.
     pub fn check_frames(videos: &[&VideoEntry]) -> Result<()> {
-        let mut missing = videos.iter().flat_map(|v| v.frame_paths.iter()).filter(|p| !p.is_file());
+        let mut missing = videos
+            .iter()
+            .flat_map(|v| v.frame_paths.iter())
+            .filter(|p| !p.is_file());
         if let Some(first) = missing.next() {
             let more = missing.count();
             return Err(Error::MissingFile {
                 path: first.clone(),
                 what: format!(
                     "a frame listed in the dataset's meta_expressions.json{}",
-                    if more > 0 { format!("; {more} more frames are missing") } else { String::new() }
+                    if more > 0 {
+                        format!("; {more} more frames are missing")
+                    } else {
+                        String::new()
+                    }
                 ),
             });
         }
@@ -462,7 +469,10 @@ mod tests {
     fn names_and_shards() {
         assert!(check_name(Path::new("x"), "id", "abc_1").is_ok());
         let long = "e".repeat(MAX_NAME + 1);
-        assert!(check_name(Path::new("x"), "exp_id", &long).unwrap_err().to_string().contains("bytes long"));
+        assert!(check_name(Path::new("x"), "exp_id", &long)
+            .unwrap_err()
+            .to_string()
+            .contains("bytes long"));
         for bad in ["", ".", "..", "a/b", "..\\x", "a\0"] {
             assert!(check_name(Path::new("x"), "id", bad).is_err(), "{bad:?}");
         }

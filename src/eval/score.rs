@@ -123,8 +123,9 @@ pub fn read_gray(path: &Path) -> Result<(usize, usize, Vec<u8>)> {
         png::Transformations::EXPAND | png::Transformations::STRIP_16,
     )?;
     let (w, h) = (info.width as usize, info.height as usize);
-    let luma =
-        |r: u8, g: u8, b: u8| ((u32::from(r) * 4899 + u32::from(g) * 9617 + u32::from(b) * 1868 + 8192) >> 14) as u8;
+    let luma = |r: u8, g: u8, b: u8| {
+        ((u32::from(r) * 4899 + u32::from(g) * 9617 + u32::from(b) * 1868 + 8192) >> 14) as u8
+    };
     let data: Vec<u8> = match info.color_type {
         png::ColorType::Grayscale => px,
         png::ColorType::GrayscaleAlpha => px.chunks(2).map(|c| c[0]).collect(),
@@ -614,7 +615,12 @@ pub fn write_reports(r: &ScoreReport, dir: &Path) -> Result<()> {
     for (v, l) in &by_video {
         let j = mean(&l.iter().map(|i| i.j).collect::<Vec<_>>());
         let f = mean(&l.iter().map(|i| i.f).collect::<Vec<_>>());
-        csv += &format!("{},{},{j:.6},{f:.6},{:.6}\n", csv_field(v), l.len(), (j + f) / 2.0);
+        csv += &format!(
+            "{},{},{j:.6},{f:.6},{:.6}\n",
+            csv_field(v),
+            l.len(),
+            (j + f) / 2.0
+        );
     }
     put("per_video.csv", csv)?;
     put("report.md", render_markdown(r))

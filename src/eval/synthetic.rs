@@ -40,7 +40,8 @@ pub fn object_mask(spec: &SyntheticSpec, v: usize, k: usize, t: usize) -> GrayIm
     if k == 2 && v % 2 == 1 && t + 1 == spec.frames {
         return m;
     }
-    let (bw, bh) = (w / 4 + k as u32 * 2, h / 4 + v as u32);
+    // heights vary by video, cycling so that any number of videos fits the frame
+    let (bw, bh) = (w / 4 + k as u32 * 2, h / 4 + (v as u32) % (h / 4).max(1));
     let x0 = ((t as u32 * 3 + k as u32 * w / 3 + v as u32 * 5) % (w - bw)).min(w - bw);
     let y0 = ((k as u32 * h / 3 + t as u32 * 2) % (h - bh)).min(h - bh);
     for y in y0..y0 + bh {
@@ -112,13 +113,43 @@ pub fn video_name(v: usize) -> String {
     }
 }
 
-/// Writes a synthetic dataset of `kind` under `root` (split `valid`, `valid_u` for MeViS).
+/// Writes a synthetic dataset of `kind` under `root` (split `valid`, `valid_u` for MeViS). The
+/// files are written to a sibling folder that is renamed to `root` when complete, so a failure
+/// leaves nothing behind; `root` must not exist or be empty.
 pub fn write(kind: DatasetKind, root: &Path, spec: &SyntheticSpec) -> Result<String> {
-    match kind {
-        DatasetKind::RefYtvos => write_ytvos(root, spec),
-        DatasetKind::RefDavis => write_davis(root, spec),
-        DatasetKind::Mevis => write_mevis(root, spec),
-        DatasetKind::Reasonvos => write_reasonvos(root, spec),
+    if spec.videos == 0 || spec.frames == 0 || spec.width < 16 || spec.height < 16 {
+        return Err(Error::Invalid(format!(
+            "a synthetic dataset needs at least 1 video and 1 frame of at least 16x16 (got {} videos, {} \
+             frames, {}x{})",
+            spec.videos, spec.frames, spec.width, spec.height
+        )));
+    }
+    if std::fs::read_dir(root).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(Error::Invalid(format!(
+            "{}: the folder is not empty; choose a new one",
+            root.display()
+        )));
+    }
+    let name = root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let staging = root.with_file_name(format!(".{name}.partial-{}", std::process::id()));
+    let written = match kind {
+        DatasetKind::RefYtvos => write_ytvos(&staging, spec),
+        DatasetKind::RefDavis => write_davis(&staging, spec),
+        DatasetKind::Mevis => write_mevis(&staging, spec),
+        DatasetKind::Reasonvos => write_reasonvos(&staging, spec),
+    };
+    match written {
+        Ok(split) => {
+            std::fs::rename(&staging, root).map_err(|e| Error::io(root, e))?;
+            Ok(split)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            Err(e)
+        }
     }
 }
 

@@ -75,7 +75,9 @@ impl Phi3Config {
                 }
                 Some(Value::Null) => None,
                 Some(w) => Some(w.as_u64().filter(|&w| w > 0).ok_or_else(|| {
-                    bad(format!("`sliding_window` must be a positive number or null, found {w}"))
+                    bad(format!(
+                        "`sliding_window` must be a positive number or null, found {w}"
+                    ))
                 })? as usize),
             },
             max_position_embeddings: u("max_position_embeddings")?,

@@ -38,7 +38,10 @@ fn enc_err(path: &Path, e: impl std::fmt::Display) -> Error {
 }
 
 fn openh264_err(path: &Path, e: &openh264::Error) -> Error {
-    enc_err(path, format_args!("the encoder (OpenH264) returned error code {}", e.native_code()))
+    enc_err(
+        path,
+        format_args!("the encoder (OpenH264) returned error code {}", e.native_code()),
+    )
 }
 
 /// Whether the encoder takes a picture of this size (OpenH264: up to 3840×2160 or 2160×3840).
@@ -121,8 +124,8 @@ impl Mp4VideoWriter {
             .intra_frame_period(IntraFramePeriod::from_num_frames(
                 (fps * 2.0).round().max(1.0) as u32
             ));
-        let encoder =
-            Encoder::with_api_config(OpenH264API::from_source(), config).map_err(|e| openh264_err(path, &e))?;
+        let encoder = Encoder::with_api_config(OpenH264API::from_source(), config)
+            .map_err(|e| openh264_err(path, &e))?;
         Ok(Mp4VideoWriter {
             file: Some(AtomicFile::create(path)?),
             guard: None,

@@ -478,7 +478,10 @@ mod tests {
     #[test]
     fn typed_special_tokens_are_refused() {
         assert!(check_instruction("the dog").is_ok());
-        assert!(check_instruction("the dog [SEG]").unwrap_err().to_string().contains("[SEG]"));
+        assert!(check_instruction("the dog [SEG]")
+            .unwrap_err()
+            .to_string()
+            .contains("[SEG]"));
         assert!(check_instruction("<image> the dog").is_err());
         // the referring template lowercases, so `[SEG]` cannot survive it, but `<image>` can
         assert!(check_instruction(&Template::Referring.instruction("A [SEG] dog")).is_ok());
