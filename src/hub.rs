@@ -250,10 +250,56 @@ fn download(spec: &str, kind: RepoKind, cache: &Path) -> Result<PathBuf> {
         .map_err(|missing| Error::Invalid(format!("`{spec}` on the hub lacks {}", missing.join(", "))))?;
     let mut dir = None;
     for f in files {
+        let cached = cached_snapshot(cache, spec).is_some_and(|s| s.join(&f).exists());
+        let meta = if cached {
+            None
+        } else {
+            Some(api.metadata(&repo.url(&f)).map_err(|e| fail("download", &e))?)
+        };
         let p = repo.get(&f).map_err(|e| fail("download", &e))?;
+        if let Some(m) = meta {
+            verify_download(&p, m.size() as u64, m.etag())?;
+        }
         dir = p.parent().map(Path::to_path_buf);
     }
     dir.ok_or_else(|| Error::Runtime(format!("`{spec}`: nothing downloaded")))
+}
+
+/// Checks a file just downloaded into the cache: its size, and for large (LFS) files, whose
+/// etag is their SHA-256, its content. A bad file is removed so that the next run downloads it
+/// again instead of trusting it.
+fn verify_download(path: &Path, size: u64, etag: &str) -> Result<()> {
+    let found = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    let problem = if found != size {
+        Some(format!("it has {found} bytes, the hub announced {size}"))
+    } else if etag.len() == 64 && etag.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let digest = sha256_file(path)?;
+        (digest != etag.to_ascii_lowercase())
+            .then(|| format!("its SHA-256 is {digest}, the hub announced {etag}"))
+    } else {
+        None
+    };
+    match problem {
+        None => Ok(()),
+        Some(why) => {
+            if let Ok(blob) = std::fs::canonicalize(path) {
+                let _ = std::fs::remove_file(blob);
+            }
+            let _ = std::fs::remove_file(path);
+            Err(Error::Runtime(format!(
+                "{}: the download is corrupt ({why}); it was removed, run again to download it anew",
+                path.display()
+            )))
+        }
+    }
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]

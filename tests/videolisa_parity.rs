@@ -150,3 +150,32 @@ fn tiny_checkpoint_matches_the_python_reference() {
         worst[0], worst[1], worst[2], worst[3]
     );
 }
+
+/// `openai/clip-vit-large-patch14-336` ships only a `pytorch_model.bin` written by `torch.save`
+/// (float32, with `position_ids` buffers): the tiny tower saved that way
+/// (tools/reference/clip_bin_fixture.py) gives exactly the visual tokens of its safetensors copy.
+#[test]
+fn clip_from_a_torch_save_pytorch_model_bin() {
+    let d = common::fixture("videolisa_tiny");
+    let from_bin = ModelPaths {
+        model: d.join("model"),
+        clip: d.join("clip_bin"),
+    };
+    assert!(!from_bin.clip.join("model.safetensors").exists());
+    let a = VideoLisa::load(&tiny_paths(), f32_options()).unwrap();
+    let b = VideoLisa::load(&from_bin, f32_options()).unwrap();
+    let frames = tempfile::tempdir().unwrap();
+    for t in 0..3 {
+        common::test_image(64, 48, 7 + t)
+            .save(frames.path().join(format!("{t}.png")))
+            .unwrap();
+    }
+    let video = Video::open(frames.path()).unwrap();
+    let prompts = PromptSpec::numbered(&["the thing".to_string()], Template::Referring);
+    let opts = SegmentOptions::default();
+    let ra = segment(&a, &video, &prompts, None, &opts).unwrap();
+    let rb = segment(&b, &video, &prompts, None, &opts).unwrap();
+    let (rel, abs) = common::rel_err(&rb.visual_tokens, &ra.visual_tokens);
+    println!("visual tokens, pytorch_model.bin vs model.safetensors: max |diff| {abs} (relative {rel})");
+    assert_eq!(abs, 0.0);
+}
