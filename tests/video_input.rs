@@ -261,3 +261,15 @@ fn corrupt_mp4_sample() {
     assert!(matches!(err, Error::CorruptFrame { .. }), "{err}");
     assert!(err.to_string().contains("broken.mp4"), "{err}");
 }
+
+#[test]
+fn frames_with_one_name_and_two_extensions_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    RgbImage::new(8, 6).save(dir.path().join("a.png")).unwrap();
+    RgbImage::new(8, 6).save(dir.path().join("a.jpg")).unwrap();
+    RgbImage::new(8, 6).save(dir.path().join("b.png")).unwrap();
+    let e = open_err(dir.path());
+    let msg = e.to_string();
+    assert!(msg.contains("a.jpg") && msg.contains("a.png") && msg.contains("overwrite"), "{msg}");
+    assert_eq!(e.exit_code(), 2);
+}

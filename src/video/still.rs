@@ -44,6 +44,17 @@ impl StillFormat {
     }
 }
 
+/// Largest frame decoded (2^28 pixels, e.g. 16384×16384): a few header bytes can declare a
+/// 4-gigapixel image, which would otherwise be allocated before the data runs out.
+pub(crate) const MAX_PIXELS: u64 = 1 << 28;
+
+fn check_size(w: u64, h: u64) -> Result<(), String> {
+    if w * h > MAX_PIXELS {
+        return Err(format!("the image declares {w}x{h} pixels, more than the {MAX_PIXELS} this reader decodes"));
+    }
+    Ok(())
+}
+
 /// Size of a frame as it will be decoded (after the EXIF orientation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct StillHeader {
@@ -90,6 +101,7 @@ pub(crate) fn read_header(path: &Path) -> Result<StillHeader, String> {
     if w == 0 || h == 0 {
         return Err(format!("empty image ({w}x{h})"));
     }
+    check_size(u64::from(w), u64::from(h))?;
     Ok(StillHeader {
         width: w,
         height: h,
@@ -155,6 +167,7 @@ fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, String> {
             .from_mem(bytes)
             .map_err(|e| e.to_string())?;
         let orient = orientation(&d);
+        check_size(d.width() as u64, d.height() as u64)?;
         let four = d.components().len() == 4;
         let mut started = if four {
             // OpenCV asks libjpeg for CMYK (libjpeg converts YCCK) and converts it itself
@@ -198,9 +211,13 @@ fn apply_orientation(img: RgbImage, o: Option<Orientation>) -> RgbImage {
 }
 
 fn decode_png(bytes: &[u8]) -> Result<RgbImage, String> {
-    let mut dec = png::Decoder::new(std::io::Cursor::new(bytes));
+    let limits = png::Limits {
+        bytes: (MAX_PIXELS * 8) as usize,
+    };
+    let mut dec = png::Decoder::new_with_limits(std::io::Cursor::new(bytes), limits);
     dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
     let mut reader = dec.read_info().map_err(|e| e.to_string())?;
+    check_size(u64::from(reader.info().width), u64::from(reader.info().height))?;
     let mut buf = vec![0u8; reader.output_buffer_size()];
     let info = reader.next_frame(&mut buf).map_err(|e| e.to_string())?;
     buf.truncate(info.buffer_size());

@@ -63,22 +63,45 @@ impl YuvToRgb {
     }
 
     /// Converts one picture: planes with their strides, `width`×`height` luma samples, into
-    /// packed RGB (`width·height·3` bytes).
+    /// packed RGB (`width·height·3` bytes). Each `pmulhw` product depends on one sample only:
+    /// a row's luma terms and a chroma row's terms are computed once each, in loops the
+    /// compiler vectorises, then summed and saturated two pixels (one chroma sample) at a time.
     pub(crate) fn convert(&self, planes: [(&[u8], usize); 3], width: usize, height: usize, rgb: &mut [u8]) {
         let [(y, ys), (u, us), (v, vs)] = planes;
-        let mul = |a: i32, c: i32| (a * c) >> 16;
+        let cw = width.div_ceil(2);
+        let mul = |a: i32, c: i32| ((a * c) >> 16) as i16;
+        let mut luma = vec![0i16; 2 * cw];
+        let (mut cr, mut cg, mut cb) = (vec![0i16; cw], vec![0i16; cw], vec![0i16; cw]);
+        let clip = |x: i16| x.clamp(0, 255) as u8;
         for row in 0..height {
-            let yr = &y[row * ys..row * ys + width];
-            let ur = &u[(row / 2) * us..];
-            let vr = &v[(row / 2) * vs..];
-            let out = &mut rgb[row * width * 3..(row + 1) * width * 3];
-            for (x, (px, &yv)) in out.chunks_exact_mut(3).zip(yr).enumerate() {
-                let l = mul((i32::from(yv) - self.y_offset) * 8, self.y_coeff);
-                let cu = (i32::from(ur[x / 2]) - 128) * 8;
-                let cv = (i32::from(vr[x / 2]) - 128) * 8;
-                px[0] = (l + mul(cv, self.v2r)).clamp(0, 255) as u8;
-                px[1] = (l + (mul(cu, self.u2g) + mul(cv, self.v2g))).clamp(0, 255) as u8;
-                px[2] = (l + mul(cu, self.u2b)).clamp(0, 255) as u8;
+            for (l, &s) in luma.iter_mut().zip(&y[row * ys..row * ys + width]) {
+                *l = mul((i32::from(s) - self.y_offset) * 8, self.y_coeff);
+            }
+            if row % 2 == 0 {
+                let (ur, vr) = (&u[(row / 2) * us..][..cw], &v[(row / 2) * vs..][..cw]);
+                for i in 0..cw {
+                    let (su, sv) = ((i32::from(ur[i]) - 128) * 8, (i32::from(vr[i]) - 128) * 8);
+                    cr[i] = mul(sv, self.v2r);
+                    cg[i] = mul(su, self.u2g) + mul(sv, self.v2g);
+                    cb[i] = mul(su, self.u2b);
+                }
+            }
+            let dst = &mut rgb[row * width * 3..(row + 1) * width * 3];
+            let pairs = width / 2;
+            for (i, (p, l)) in dst[..pairs * 6].chunks_exact_mut(6).zip(luma.chunks_exact(2)).enumerate() {
+                let (r, g, b) = (cr[i], cg[i], cb[i]);
+                p.copy_from_slice(&[
+                    clip(l[0] + r),
+                    clip(l[0] + g),
+                    clip(l[0] + b),
+                    clip(l[1] + r),
+                    clip(l[1] + g),
+                    clip(l[1] + b),
+                ]);
+            }
+            if width % 2 == 1 {
+                let (l, i) = (luma[width - 1], cw - 1);
+                dst[pairs * 6..].copy_from_slice(&[clip(l + cr[i]), clip(l + cg[i]), clip(l + cb[i])]);
             }
         }
     }
