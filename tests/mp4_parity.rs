@@ -119,10 +119,17 @@ fn damaged_files_say_what_is_wrong() {
     bad[trak - 2] ^= 0x40;
     let flipped = dir.path().join("flipped.mp4");
     std::fs::write(&flipped, &bad).unwrap();
+    // fuzzing found this: a nested box of size 0 made the mp4 crate loop forever
+    let mut zero = good.clone();
+    let stss = good[moov..].windows(4).position(|w| w == b"stss").unwrap() + moov;
+    zero[stss - 4..stss].copy_from_slice(&[0, 0, 0, 0]);
+    let zero_size = dir.path().join("zero_size_box.mp4");
+    std::fs::write(&zero_size, &zero).unwrap();
     for (path, needle) in [
         (&cut, "truncated"),
         (&cut_fast, "truncated"),
         (&flipped, "damaged movie header"),
+        (&zero_size, "declares a size of 0"),
     ] {
         let e = Video::open(path).unwrap_err();
         let msg = e.to_string();

@@ -115,10 +115,30 @@ fn fourcc(kind: &[u8; 4]) -> String {
         .collect()
 }
 
-/// Boxes whose body is a sequence of boxes (walked to check the movie header's structure).
-const CONTAINERS: [&[u8; 4]; 8] = [
-    b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts", b"dinf", b"mvex",
+/// Boxes whose body holds boxes (after this many bytes of their own fields): walked to check
+/// the structure before the `mp4` crate parses it (which loops forever on a nested box of size 0).
+const CONTAINERS: [(&[u8; 4], usize); 15] = [
+    (b"moov", 0),
+    (b"trak", 0),
+    (b"mdia", 0),
+    (b"minf", 0),
+    (b"stbl", 0),
+    (b"edts", 0),
+    (b"dinf", 0),
+    (b"mvex", 0),
+    (b"udta", 0),
+    (b"moof", 0),
+    (b"traf", 0),
+    (b"meta", 4),
+    (b"dref", 8),
+    (b"stsd", 8),
+    (b"avc1", 78),
 ];
+
+/// The offset of the child boxes inside `kind`'s body, if it is a container.
+fn children_offset(kind: &[u8; 4]) -> Option<usize> {
+    CONTAINERS.iter().find(|(k, _)| *k == kind).map(|&(_, o)| o)
+}
 
 /// Walks the top-level boxes and returns the body of `moov`, its nested boxes checked to fit
 /// their parents. `Ok(Err(reason))` describes a truncated or damaged file.
@@ -155,18 +175,16 @@ fn read_moov(f: &mut File) -> std::io::Result<std::result::Result<Vec<u8>, Strin
                 )
             }));
         }
-        if &kind == b"moov" {
-            let mut body = vec![
-                0u8;
-                usize::try_from(size - header)
-                    .unwrap_or(usize::MAX)
-                    .min(256 << 20)
-            ];
+        if &kind == b"moov" || &kind == b"moof" {
+            let len = usize::try_from(size - header).unwrap_or(usize::MAX).min(256 << 20);
+            let mut body = vec![0u8; len];
             f.read_exact(&mut body)?;
-            if let Err(reason) = check_children(&body, b"moov", pos + header) {
+            if let Err(reason) = check_children(&body, &kind, pos + header) {
                 return Ok(Err(reason));
             }
-            moov = Some(body);
+            if &kind == b"moov" {
+                moov = Some(body);
+            }
         }
         saw_mdat |= &kind == b"mdat";
         pos += size;
@@ -197,7 +215,7 @@ fn check_children(buf: &[u8], parent: &[u8; 4], offset: u64) -> std::result::Res
         let rest = buf.len() - pos;
         let bad = |what: String| {
             Err(format!(
-                "damaged movie header (moov): {what}, inside `{}` which has {rest} bytes left at offset {at}",
+                "damaged movie header: {what}, inside `{}` which has {rest} bytes left at offset {at}",
                 fourcc(parent)
             ))
         };
@@ -207,7 +225,7 @@ fn check_children(buf: &[u8], parent: &[u8; 4], offset: u64) -> std::result::Res
         let size = u32::from_be_bytes(buf[pos..pos + 4].try_into().expect("4 bytes")) as usize;
         let kind: [u8; 4] = buf[pos + 4..pos + 8].try_into().expect("4 bytes");
         let (size, header) = match size {
-            0 => (rest, 8),
+            0 => return bad(format!("box `{}` declares a size of 0", fourcc(&kind))),
             1 if rest >= 16 => {
                 let l = u64::from_be_bytes(buf[pos + 8..pos + 16].try_into().expect("8 bytes"));
                 (usize::try_from(l).unwrap_or(usize::MAX), 16)
@@ -218,8 +236,14 @@ fn check_children(buf: &[u8], parent: &[u8; 4], offset: u64) -> std::result::Res
         if size < header || size > rest {
             return bad(format!("box `{}` declares {size} bytes", fourcc(&kind)));
         }
-        if CONTAINERS.contains(&&kind) {
-            check_children(&buf[pos + header..pos + size], &kind, at + header as u64)?;
+        if let Some(mut skip) = children_offset(&kind) {
+            let body = &buf[pos + header..pos + size];
+            if &kind == b"meta" && body.get(4..8) == Some(b"hdlr") {
+                skip = 0; // QuickTime's `meta` has no version and flags
+            }
+            if body.len() >= skip {
+                check_children(&body[skip..], &kind, at + (header + skip) as u64)?;
+            }
         }
         pos += size;
     }
