@@ -198,6 +198,57 @@ pub fn ensure_writable(dir: &Path) -> Result<()> {
     std::fs::remove_file(&probe).map_err(|e| Error::io(&probe, e))
 }
 
+/// Name of the marker that says an item's outputs (one eval expression, one batch job) are all
+/// on disk. It holds the item's fingerprint, so a changed item is never taken as done, and its
+/// result record, so a finished item can be reported without recomputing it.
+pub const DONE: &str = ".done";
+
+/// What an item's output folder holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ItemState {
+    /// Not finished (or never started).
+    Missing,
+    /// Finished for exactly this item; its result record.
+    Done(serde_json::Value),
+    /// Finished for an item with other inputs (another video, prompt, template, ...).
+    Stale,
+}
+
+/// A short hash of an item's defining inputs (as JSON), stored in its done marker.
+pub fn item_fingerprint(inputs: &serde_json::Value) -> String {
+    let h = Sha256::digest(inputs.to_string().as_bytes());
+    h.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether the item with `fingerprint` is finished in `dir`.
+pub fn item_state(dir: &Path, fingerprint: &str) -> ItemState {
+    let Ok(text) = std::fs::read_to_string(dir.join(DONE)) else {
+        return ItemState::Missing;
+    };
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(v) if v["fingerprint"] == fingerprint => ItemState::Done(v["record"].clone()),
+        _ => ItemState::Stale,
+    }
+}
+
+/// Marks `dir` finished for the item with `fingerprint` (written last, atomically).
+pub fn mark_done(dir: &Path, fingerprint: &str, record: &serde_json::Value) -> Result<()> {
+    let path = dir.join(DONE);
+    let body = serde_json::json!({"fingerprint": fingerprint, "record": record}).to_string();
+    write_atomic(&path, |w| {
+        std::io::Write::write_all(w, body.as_bytes()).map_err(|e| Error::io(&path, e))
+    })
+}
+
+/// Removes an item's folder (partial or stale outputs) so that it is computed from scratch.
+pub fn clear_item(dir: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(dir, e)),
+    }
+}
+
 /// Names directly under `dir`, sorted.
 fn list(dir: &Path) -> Result<Vec<String>> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -412,6 +463,22 @@ mod tests {
         );
         assert!(!d.join("video1").exists());
         assert_eq!(RunManifest::read(d).unwrap().unwrap().settings["model"], "b");
+    }
+
+    #[test]
+    fn done_markers_know_their_item() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = item_fingerprint(&serde_json::json!({"prompt": "the dog"}));
+        let b = item_fingerprint(&serde_json::json!({"prompt": "the cat"}));
+        assert_eq!(item_state(dir.path(), &a), ItemState::Missing);
+        mark_done(dir.path(), &a, &serde_json::json!({"frames": 3})).unwrap();
+        assert_eq!(
+            item_state(dir.path(), &a),
+            ItemState::Done(serde_json::json!({"frames": 3}))
+        );
+        assert_eq!(item_state(dir.path(), &b), ItemState::Stale);
+        clear_item(dir.path()).unwrap();
+        assert_eq!(item_state(dir.path(), &a), ItemState::Missing);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use crate::error::{Error, Result};
 use crate::model::videolisa::{PromptEmbedding, VideoLisa};
 use crate::output::{write_atomic, FrameOutputs, OutputFormats};
-use crate::preprocess::Planar;
+use crate::preprocess::{ClipTransform, Planar};
 use crate::sampling::Sampling;
 use crate::tokenizer::{check_instruction, Template};
 use crate::video::{Video, VideoInfo};
@@ -197,29 +197,55 @@ fn prepare_prompts(model: &VideoLisa, prompts: &[PromptSpec], sampling: &Samplin
         .collect()
 }
 
-/// CLIP inputs of the sparse frames (each distinct frame decoded and transformed once) →
-/// visual tokens.
-fn encode_sparse_frames(
-    model: &VideoLisa,
-    video: &Video,
-    sampling: &Sampling,
-    sec: &mut StageSeconds,
-) -> Result<Tensor> {
+/// The CLIP inputs of a video's sparse frames, decoded and preprocessed (no model needed, so
+/// a batch prepares the next video's while the current one is on the model).
+pub struct SparseInputs {
+    /// The sampling they were made for.
+    pub sampling: Sampling,
+    /// Preprocessed CLIP input of each distinct sparse frame, by frame index.
+    pub frames: HashMap<usize, Planar>,
+    /// Seconds spent decoding and preprocessing.
+    pub decode: f64,
+    /// Seconds spent preprocessing.
+    pub preprocess: f64,
+}
+
+impl SparseInputs {
+    /// Samples `video` and decodes and preprocesses each distinct sparse frame once.
+    pub fn read(transform: &ClipTransform, video: &Video, n_sparse: usize, n_dense: usize) -> Result<Self> {
+        let sampling = Sampling::new(video.len(), n_sparse, n_dense)?;
+        let (mut decode, mut preprocess) = (0.0, 0.0);
+        let mut frames = HashMap::new();
+        let mut last = Instant::now();
+        video.visit(&sampling.sparse, |i, img| {
+            decode += last.elapsed().as_secs_f64();
+            let t = Instant::now();
+            frames.insert(i, transform.apply(img));
+            preprocess += t.elapsed().as_secs_f64();
+            last = Instant::now();
+            Ok(())
+        })?;
+        Ok(SparseInputs {
+            sampling,
+            frames,
+            decode,
+            preprocess,
+        })
+    }
+}
+
+/// The visual tokens of a video's sparse frames (CLIP + projector).
+fn encode_sparse_frames(model: &VideoLisa, inputs: &SparseInputs, sec: &mut StageSeconds) -> Result<Tensor> {
     let dev = model.options.device.clone();
-    let mut clip_inputs: HashMap<usize, Tensor> = HashMap::new();
-    let mut last = Instant::now();
-    video.visit(&sampling.sparse, |i, img| {
-        sec.decode += last.elapsed().as_secs_f64();
-        let t = Instant::now();
-        clip_inputs.insert(i, planar_tensor(&model.clip_transform.apply(img), &dev)?);
-        sec.preprocess += t.elapsed().as_secs_f64();
-        last = Instant::now();
-        Ok(())
-    })?;
-    let pixels: Vec<&Tensor> = sampling.sparse.iter().map(|i| &clip_inputs[i]).collect();
+    let pixels = inputs
+        .sampling
+        .sparse
+        .iter()
+        .map(|i| planar_tensor(&inputs.frames[i], &dev))
+        .collect::<Result<Vec<_>>>()?;
     let pixels = Tensor::stack(&pixels, 0)?;
     let t = Instant::now();
-    let tokens = model.visual_tokens(&pixels, &sampling.dense)?;
+    let tokens = model.visual_tokens(&pixels, &inputs.sampling.dense)?;
     sec.clip = t.elapsed().as_secs_f64();
     Ok(tokens)
 }
@@ -299,7 +325,46 @@ impl MaskSink {
     }
 }
 
-/// SAM over every frame: encode in batches, decode once per prompt, write through `sink`.
+/// A frame read ahead for SAM: its index, its preprocessed input, the frame itself when
+/// overlays need it.
+type SamFrame = (usize, Planar, Option<RgbImage>);
+
+/// Decodes and preprocesses every frame for SAM on this thread, handing them over through
+/// `tx` (bounded, so memory stays flat); returns (decode, preprocess) seconds.
+fn read_sam_frames(
+    model: &VideoLisa,
+    video: &Video,
+    keep_frames: bool,
+    tx: std::sync::mpsc::SyncSender<Result<SamFrame>>,
+) -> (f64, f64) {
+    let (mut decode, mut preprocess) = (0.0, 0.0);
+    let frames = match video.frames() {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = tx.send(Err(e));
+            return (decode, preprocess);
+        }
+    };
+    let mut last = Instant::now();
+    for frame in frames {
+        decode += last.elapsed().as_secs_f64();
+        let item = frame.map(|f| {
+            let t = Instant::now();
+            let p = model.sam_transform.apply(&f.image);
+            preprocess += t.elapsed().as_secs_f64();
+            (f.index, p, keep_frames.then_some(f.image))
+        });
+        let failed = item.is_err();
+        if tx.send(item).is_err() || failed {
+            break;
+        }
+        last = Instant::now();
+    }
+    (decode, preprocess)
+}
+
+/// SAM over every frame: frames are decoded on a second thread while SAM encodes them in
+/// batches and decodes each batch once per prompt; masks go to `sink`.
 fn sam_every_frame(
     model: &VideoLisa,
     video: &Video,
@@ -308,14 +373,36 @@ fn sam_every_frame(
     opts: &SegmentOptions,
     sec: &mut StageSeconds,
 ) -> Result<()> {
+    let batch = opts.sam_batch.max(1);
+    let keep_frames = opts.formats.overlay_png || opts.formats.overlay_mp4.is_some();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<SamFrame>>(2 * batch);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || read_sam_frames(model, video, keep_frames, tx));
+        let encoded = encode_batches(model, video, sparse_prompts, sink, batch, &rx, sec);
+        drop(rx);
+        let (decode, preprocess) = reader.join().expect("the frame reader does not panic");
+        sec.decode += decode;
+        sec.preprocess += preprocess;
+        encoded
+    })
+}
+
+/// The consumer side of [`sam_every_frame`].
+fn encode_batches(
+    model: &VideoLisa,
+    video: &Video,
+    sparse_prompts: &[Tensor],
+    sink: &mut MaskSink,
+    batch: usize,
+    rx: &std::sync::mpsc::Receiver<Result<SamFrame>>,
+    sec: &mut StageSeconds,
+) -> Result<()> {
     let sam = &model.visual_model;
     let dev = model.options.device.clone();
     let info = video.info();
     let (w, h) = (info.width as usize, info.height as usize);
     let (rw, rh) = model.sam_transform.resized_size(info.width, info.height);
-    let need_frames = opts.formats.overlay_png || opts.formats.overlay_mp4.is_some();
     let bar = crate::progress::bar(info.frames as u64, "SAM");
-    let batch = opts.sam_batch.max(1);
     let mut pixels: Vec<Tensor> = Vec::new();
     let mut frames: Vec<(usize, Option<RgbImage>)> = Vec::new();
     let mut flush = |pixels: &mut Vec<Tensor>,
@@ -346,18 +433,13 @@ fn sam_every_frame(
         frames.clear();
         Ok(())
     };
-    let mut last = Instant::now();
-    for frame in video.frames()? {
-        let frame = frame?;
-        sec.decode += last.elapsed().as_secs_f64();
-        let t = Instant::now();
-        pixels.push(planar_tensor(&model.sam_transform.apply(&frame.image), &dev)?);
-        sec.preprocess += t.elapsed().as_secs_f64();
-        frames.push((frame.index, need_frames.then_some(frame.image)));
+    for item in rx {
+        let (index, planar, frame) = item?;
+        pixels.push(planar_tensor(&planar, &dev)?);
+        frames.push((index, frame));
         if pixels.len() == batch {
             flush(&mut pixels, &mut frames, sec)?;
         }
-        last = Instant::now();
     }
     flush(&mut pixels, &mut frames, sec)?;
     bar.finish_and_clear();
@@ -372,12 +454,32 @@ pub fn segment(
     out: Option<&Path>,
     opts: &SegmentOptions,
 ) -> Result<Segmented> {
+    segment_prepared(model, video, None, prompts, out, opts)
+}
+
+/// [`segment`] with the sparse frames' CLIP inputs already read (by [`SparseInputs::read`],
+/// e.g. on another thread while the previous video was on the model).
+pub fn segment_prepared(
+    model: &VideoLisa,
+    video: &Video,
+    sparse: Option<SparseInputs>,
+    prompts: &[PromptSpec],
+    out: Option<&Path>,
+    opts: &SegmentOptions,
+) -> Result<Segmented> {
     let t0 = Instant::now();
     let mut sec = StageSeconds::default();
     let info = video.info().clone();
     let sampling = Sampling::new(info.frames, opts.n_sparse, opts.n_dense)?;
     let prepared = prepare_prompts(model, prompts, &sampling)?;
-    let visual_tokens = encode_sparse_frames(model, video, &sampling, &mut sec)?;
+    let sparse = match sparse {
+        Some(s) if s.sampling == sampling => s,
+        _ => SparseInputs::read(&model.clip_transform, video, opts.n_sparse, opts.n_dense)?,
+    };
+    sec.decode += sparse.decode;
+    sec.preprocess += sparse.preprocess;
+    let visual_tokens = encode_sparse_frames(model, &sparse, &mut sec)?;
+    drop(sparse);
 
     let t = Instant::now();
     let embeddings = prepared

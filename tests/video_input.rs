@@ -270,6 +270,9 @@ fn frames_with_one_name_and_two_extensions_are_refused() {
     RgbImage::new(8, 6).save(dir.path().join("b.png")).unwrap();
     let e = open_err(dir.path());
     let msg = e.to_string();
-    assert!(msg.contains("a.jpg") && msg.contains("a.png") && msg.contains("overwrite"), "{msg}");
+    assert!(
+        msg.contains("a.jpg") && msg.contains("a.png") && msg.contains("overwrite"),
+        "{msg}"
+    );
     assert_eq!(e.exit_code(), 2);
 }

@@ -2,19 +2,33 @@
 //! official scorers and servers expect, resume finished expressions, split the work into shards,
 //! and score where ground truth exists.
 
-use super::datasets::{Dataset, DatasetKind, VideoEntry};
+use super::datasets::{Dataset, DatasetKind, Expression, VideoEntry};
 use super::score::{score, write_reports, Protocol, ScoreOptions, ScoreReport};
 use crate::error::{Error, Result};
 use crate::model::videolisa::VideoLisa;
 use crate::output::{write_atomic, OutputFormats};
+use crate::run_manifest::{clear_item, item_fingerprint, item_state, mark_done, ItemState};
 use crate::segment::{segment, PromptSpec, SegmentOptions};
 use crate::video::Video;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// Name of the marker written when all frames of an expression are on disk.
-pub const DONE: &str = ".done";
+/// What defines an expression's predictions (stored in its done marker, so an edited dataset
+/// is never taken as finished).
+fn expression_fingerprint(v: &VideoEntry, e: &Expression) -> String {
+    item_fingerprint(&serde_json::json!({
+        "video": v.name, "frames": v.frames, "text": e.text, "template": e.template,
+    }))
+}
+
+/// Whether an expression's predictions are complete for the dataset as it is now.
+pub fn is_done(out: &Path, v: &VideoEntry, e: &Expression) -> bool {
+    matches!(
+        item_state(&out.join(&e.out_dir), &expression_fingerprint(v, e)),
+        ItemState::Done(_)
+    )
+}
 
 /// What `eval` does.
 #[derive(Debug, Clone)]
@@ -56,14 +70,13 @@ pub fn has_ground_truth(ds: &Dataset) -> bool {
 }
 
 fn run_video(model: &VideoLisa, v: &VideoEntry, out: &Path, opts: &SegmentOptions) -> Result<(usize, usize)> {
-    let todo: Vec<_> = v
-        .expressions
-        .iter()
-        .filter(|e| !out.join(&e.out_dir).join(DONE).exists())
-        .collect();
+    let todo: Vec<_> = v.expressions.iter().filter(|e| !is_done(out, v, e)).collect();
     let resumed = v.expressions.len() - todo.len();
     if todo.is_empty() {
         return Ok((0, resumed));
+    }
+    for e in &todo {
+        clear_item(&out.join(&e.out_dir))?; // partial or stale outputs
     }
     let video = Video::from_files(&out.join(&v.name), v.frame_paths.clone())?;
     let specs: Vec<PromptSpec> = todo
@@ -84,11 +97,9 @@ fn run_video(model: &VideoLisa, v: &VideoEntry, out: &Path, opts: &SegmentOption
     let target = out.join(".summaries").join(format!("{}.json", v.name));
     let json = serde_json::to_vec_pretty(&r.summary).map_err(|e| Error::Runtime(format!("JSON: {e}")))?;
     write_atomic(&target, |w| w.write_all(&json).map_err(|e| Error::io(&target, e)))?;
-    for e in &todo {
-        let marker = out.join(&e.out_dir).join(DONE);
-        write_atomic(&marker, |w| {
-            w.write_all(b"ok\n").map_err(|er| Error::io(&marker, er))
-        })?;
+    for (e, p) in todo.iter().zip(&r.summary.prompts) {
+        let record = serde_json::json!({"frames": r.summary.frames, "foreground": p.foreground});
+        mark_done(&out.join(&e.out_dir), &expression_fingerprint(v, e), &record)?;
     }
     Ok((todo.len(), resumed))
 }
@@ -138,9 +149,9 @@ pub fn finish(
     let missing: Vec<String> = ds
         .videos
         .iter()
-        .flat_map(|v| &v.expressions)
-        .filter(|e| !out.join(&e.out_dir).join(DONE).exists())
-        .map(|e| e.out_dir.clone())
+        .flat_map(|v| v.expressions.iter().map(move |e| (v, e)))
+        .filter(|(v, e)| !is_done(out, v, e))
+        .map(|(_, e)| e.out_dir.clone())
         .take(5)
         .collect();
     if !missing.is_empty() {

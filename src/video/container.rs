@@ -176,7 +176,9 @@ fn read_moov(f: &mut File) -> std::io::Result<std::result::Result<Vec<u8>, Strin
             }));
         }
         if &kind == b"moov" || &kind == b"moof" {
-            let len = usize::try_from(size - header).unwrap_or(usize::MAX).min(256 << 20);
+            let len = usize::try_from(size - header)
+                .unwrap_or(usize::MAX)
+                .min(256 << 20);
             let mut body = vec![0u8; len];
             f.read_exact(&mut body)?;
             if let Err(reason) = check_children(&body, &kind, pos + header) {

@@ -50,7 +50,9 @@ pub(crate) const MAX_PIXELS: u64 = 1 << 28;
 
 fn check_size(w: u64, h: u64) -> Result<(), String> {
     if w * h > MAX_PIXELS {
-        return Err(format!("the image declares {w}x{h} pixels, more than the {MAX_PIXELS} this reader decodes"));
+        return Err(format!(
+            "the image declares {w}x{h} pixels, more than the {MAX_PIXELS} this reader decodes"
+        ));
     }
     Ok(())
 }

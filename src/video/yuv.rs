@@ -88,7 +88,11 @@ impl YuvToRgb {
             }
             let dst = &mut rgb[row * width * 3..(row + 1) * width * 3];
             let pairs = width / 2;
-            for (i, (p, l)) in dst[..pairs * 6].chunks_exact_mut(6).zip(luma.chunks_exact(2)).enumerate() {
+            for (i, (p, l)) in dst[..pairs * 6]
+                .chunks_exact_mut(6)
+                .zip(luma.chunks_exact(2))
+                .enumerate()
+            {
                 let (r, g, b) = (cr[i], cg[i], cb[i]);
                 p.copy_from_slice(&[
                     clip(l[0] + r),
