@@ -125,7 +125,15 @@ fn damaged_files_say_what_is_wrong() {
     zero[stss - 4..stss].copy_from_slice(&[0, 0, 0, 0]);
     let zero_size = dir.path().join("zero_size_box.mp4");
     std::fs::write(&zero_size, &zero).unwrap();
+    // and this: a constant sample size lets a few bytes declare 2^27 samples
+    let mut many = good.clone();
+    let stsz = good[moov..].windows(4).position(|w| w == b"stsz").unwrap() + moov;
+    many[stsz + 8..stsz + 12].copy_from_slice(&1u32.to_be_bytes());
+    many[stsz + 12..stsz + 16].copy_from_slice(&(1u32 << 27).to_be_bytes());
+    let many_samples = dir.path().join("many_samples.mp4");
+    std::fs::write(&many_samples, &many).unwrap();
     for (path, needle) in [
+        (&many_samples, "declares 134217728 samples"),
         (&cut, "truncated"),
         (&cut_fast, "truncated"),
         (&flipped, "damaged movie header"),

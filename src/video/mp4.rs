@@ -187,6 +187,14 @@ pub(crate) fn open(path: &Path) -> Result<(VideoInfo, Mp4Source)> {
         parameter_sets.extend_from_slice(&nal.bytes);
     }
     let samples = track.sample_count();
+    let file_len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    if u64::from(samples) > file_len {
+        // every sample takes at least a byte; a few table bytes can declare billions
+        return Err(corrupt(
+            path,
+            format!("the video track declares {samples} samples in a file of {file_len} bytes"),
+        ));
+    }
     let shown = shown_pictures(track, reader.moov.mvhd.timescale);
     let frames = shown.iter().filter(|&&s| s).count();
     let mdhd = &track.trak.mdia.mdhd;
