@@ -5,6 +5,7 @@
 
 #![warn(missing_docs)]
 
+pub mod batch;
 pub mod commands;
 pub mod demo;
 pub mod error;

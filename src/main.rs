@@ -5,6 +5,8 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use videolisa::commands::probe::{self, FrameSelection, ProbeOptions};
+use videolisa::batch::{BatchOptions, JobDefaults, JobResult};
+use videolisa::commands::batch::{BatchArgs, BatchInput};
 use videolisa::commands::segment::{self as seg, SegmentArgs};
 use videolisa::eval::datasets::{parse_shard, Dataset, DatasetKind};
 use videolisa::eval::run::EvalOptions;
@@ -158,6 +160,51 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Segment many videos with one model load: a CSV/JSONL manifest, a folder, or JSON jobs on stdin.
+    Batch {
+        /// A `.csv` or `.jsonl` manifest (columns/keys: video, prompt, id, template, mask_value,
+        /// overlay, rle), or `-` to answer JSON jobs from stdin one by one.
+        #[arg(required_unless_present = "videos", conflicts_with = "videos")]
+        jobs: Option<String>,
+        /// Every video, image and frame folder in DIR, each with the --prompt sentences.
+        #[arg(long, value_name = "DIR", requires = "prompts")]
+        videos: Option<PathBuf>,
+        /// A sentence for every video of --videos (repeat for several).
+        #[arg(long = "prompt", short)]
+        prompts: Vec<String>,
+        /// Output folder: <id>/prompt_<k>/… per job, results.jsonl, the run manifest.
+        #[arg(long)]
+        out: PathBuf,
+        /// Template for jobs that do not name one.
+        #[arg(long, value_enum, default_value_t = Template::Referring)]
+        template: Template,
+        /// Mask foreground value for jobs that do not set one (1–255).
+        #[arg(long, default_value_t = 255, value_parser = clap::value_parser!(u8).range(1..))]
+        mask_value: u8,
+        /// Overlays for jobs that do not say.
+        #[arg(long)]
+        overlay: bool,
+        /// COCO RLE JSON for jobs that do not say.
+        #[arg(long)]
+        rle: bool,
+        /// Run only shard i of n (`--shard 3/8`): every n-th job.
+        #[arg(long, value_parser = shard)]
+        shard: Option<(usize, usize)>,
+        /// Stop at the first failed job (the exit code says whether any failed either way).
+        #[arg(long)]
+        fail_fast: bool,
+        /// Run the valid jobs when some rows are bad (recorded as invalid); without it nothing runs.
+        #[arg(long)]
+        skip_invalid: bool,
+        /// Discard results in --out made with other settings and start over.
+        #[arg(long)]
+        fresh: bool,
+        #[command(flatten)]
+        m: ModelArgs,
+        /// Print each job's result as a JSON line as it finishes, then a summary line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a benchmark split: predictions in the official layout, scores where ground truth exists.
     Eval {
         #[command(flatten)]
@@ -279,6 +326,54 @@ fn run(cli: Cli) -> Result<()> {
             };
             segment_cmd(&args, json)
         }
+        Command::Batch {
+            jobs,
+            videos,
+            prompts,
+            out,
+            template,
+            mask_value,
+            overlay,
+            rle,
+            shard,
+            fail_fast,
+            skip_invalid,
+            fresh,
+            m,
+            json,
+        } => {
+            let input = match (jobs.as_deref(), videos) {
+                (Some("-"), _) => BatchInput::Stdin,
+                (Some(p), _) => BatchInput::Manifest(PathBuf::from(p)),
+                (None, Some(dir)) => BatchInput::Folder { dir, prompts },
+                (None, None) => unreachable!("clap requires one"),
+            };
+            let json = json || input == BatchInput::Stdin;
+            let args = BatchArgs {
+                input,
+                out,
+                load: m.load_spec(),
+                defaults: JobDefaults {
+                    template,
+                    mask_value,
+                    overlay,
+                    rle,
+                },
+                options: BatchOptions {
+                    shard,
+                    fail_fast,
+                    segment: SegmentOptions {
+                        n_sparse: m.sparse,
+                        n_dense: m.dense,
+                        sam_batch: m.sam_batch,
+                        ..SegmentOptions::default()
+                    },
+                },
+                skip_invalid,
+                fresh,
+            };
+            batch_cmd(&args, json)
+        }
         Command::Eval {
             d,
             out,
@@ -339,6 +434,38 @@ fn probe_cmd(video: &std::path::Path, opts: &ProbeOptions, json: bool) -> Result
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", probe::render_text(&report));
+    }
+    Ok(())
+}
+
+fn batch_cmd(args: &BatchArgs, json: bool) -> Result<()> {
+    use std::io::Write;
+    let mut print = |r: &JobResult| -> videolisa::Result<()> {
+        let line = if json {
+            serde_json::to_string(r).map_err(|e| videolisa::Error::Runtime(e.to_string()))?
+        } else {
+            videolisa::commands::batch::render_result(r)
+        };
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{line}").and_then(|()| out.flush()).map_err(|e| videolisa::Error::io("stdout", e))
+    };
+    let s = videolisa::commands::batch::execute(args, &mut print)?;
+    if json {
+        println!("{}", serde_json::json!({ "summary": s }));
+    } else {
+        println!(
+            "{} jobs: {} done, {} already done, {} failed, {} invalid, {:.1} s; results: {}",
+            s.jobs,
+            s.done,
+            s.resumed,
+            s.failed,
+            s.invalid,
+            s.seconds,
+            args.out.join(videolisa::batch::RESULTS_FILE).display()
+        );
+    }
+    if s.failed + s.invalid > 0 {
+        anyhow::bail!("{} of {} jobs failed or were invalid (see above)", s.failed + s.invalid, s.jobs);
     }
     Ok(())
 }

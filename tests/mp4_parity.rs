@@ -132,7 +132,14 @@ fn damaged_files_say_what_is_wrong() {
     many[stsz + 12..stsz + 16].copy_from_slice(&(1u32 << 27).to_be_bytes());
     let many_samples = dir.path().join("many_samples.mp4");
     std::fs::write(&many_samples, &many).unwrap();
+    // and this: zero samples per chunk made the mp4 crate divide by zero
+    let mut stsc0 = good.clone();
+    let stsc = good[moov..].windows(4).position(|w| w == b"stsc").unwrap() + moov;
+    stsc0[stsc + 16..stsc + 20].copy_from_slice(&0u32.to_be_bytes());
+    let zero_per_chunk = dir.path().join("zero_per_chunk.mp4");
+    std::fs::write(&zero_per_chunk, &stsc0).unwrap();
     for (path, needle) in [
+        (&zero_per_chunk, "0 samples per chunk"),
         (&many_samples, "declares 134217728 samples"),
         (&cut, "truncated"),
         (&cut_fast, "truncated"),

@@ -147,6 +147,36 @@ fn rotation(track: &Mp4Track) -> u32 {
     }
 }
 
+/// Checks the sample-to-chunk and chunk-offset tables the `mp4` crate reads samples with (it
+/// divides by `samples_per_chunk` and subtracts 1 from chunk numbers unchecked).
+fn check_sample_tables(track: &Mp4Track) -> std::result::Result<(), String> {
+    let stbl = &track.trak.mdia.minf.stbl;
+    let entries = &stbl.stsc.entries;
+    if entries.is_empty() {
+        return Err("the sample-to-chunk table (stsc) is empty".into());
+    }
+    let mut previous = 0;
+    for (i, e) in entries.iter().enumerate() {
+        if e.samples_per_chunk == 0 || e.first_chunk <= previous {
+            return Err(format!(
+                "sample-to-chunk entry {i} (first chunk {}, {} samples per chunk) is impossible",
+                e.first_chunk, e.samples_per_chunk
+            ));
+        }
+        previous = e.first_chunk;
+    }
+    let chunks = stbl
+        .stco
+        .as_ref()
+        .map(|b| b.entries.len())
+        .or(stbl.co64.as_ref().map(|b| b.entries.len()))
+        .unwrap_or(0);
+    if chunks == 0 {
+        return Err("the chunk offset table (stco/co64) is missing or empty".into());
+    }
+    Ok(())
+}
+
 /// Opens an H.264 mp4: sample tables, parameter sets, edit list and rotation; decodes the first
 /// frame to learn the picture size.
 pub(crate) fn open(path: &Path) -> Result<(VideoInfo, Mp4Source)> {
@@ -186,6 +216,7 @@ pub(crate) fn open(path: &Path) -> Result<(VideoInfo, Mp4Source)> {
         parameter_sets.extend_from_slice(&START_CODE);
         parameter_sets.extend_from_slice(&nal.bytes);
     }
+    check_sample_tables(track).map_err(|r| corrupt(path, r))?;
     let samples = track.sample_count();
     let file_len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
     if u64::from(samples) > file_len {
