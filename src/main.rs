@@ -4,9 +4,9 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use videolisa::commands::probe::{self, FrameSelection, ProbeOptions};
 use videolisa::batch::{BatchOptions, JobDefaults, JobResult};
 use videolisa::commands::batch::{BatchArgs, BatchInput};
+use videolisa::commands::probe::{self, FrameSelection, ProbeOptions};
 use videolisa::commands::segment::{self as seg, SegmentArgs};
 use videolisa::eval::datasets::{parse_shard, Dataset, DatasetKind};
 use videolisa::eval::run::EvalOptions;
@@ -447,7 +447,9 @@ fn batch_cmd(args: &BatchArgs, json: bool) -> Result<()> {
             videolisa::commands::batch::render_result(r)
         };
         let mut out = std::io::stdout().lock();
-        writeln!(out, "{line}").and_then(|()| out.flush()).map_err(|e| videolisa::Error::io("stdout", e))
+        writeln!(out, "{line}")
+            .and_then(|()| out.flush())
+            .map_err(|e| videolisa::Error::io("stdout", e))
     };
     let s = videolisa::commands::batch::execute(args, &mut print)?;
     if json {
@@ -465,7 +467,11 @@ fn batch_cmd(args: &BatchArgs, json: bool) -> Result<()> {
         );
     }
     if s.failed + s.invalid > 0 {
-        anyhow::bail!("{} of {} jobs failed or were invalid (see above)", s.failed + s.invalid, s.jobs);
+        anyhow::bail!(
+            "{} of {} jobs failed or were invalid (see above)",
+            s.failed + s.invalid,
+            s.jobs
+        );
     }
     Ok(())
 }

@@ -250,6 +250,9 @@ fn encode_sparse_frames(model: &VideoLisa, inputs: &SparseInputs, sec: &mut Stag
     Ok(tokens)
 }
 
+/// What a [`MaskSink`] hands back: write failures, foreground pixels per prompt, kept logits.
+type SinkTotals = (Vec<String>, Vec<u64>, Option<Vec<Tensor>>);
+
 /// The per-frame outputs of every prompt, and what is kept besides the files.
 struct MaskSink {
     writers: Option<Vec<FrameOutputs>>,
@@ -305,8 +308,9 @@ impl MaskSink {
         Ok(())
     }
 
-    /// Closes the writers; returns what could not be written and the kept logits.
-    fn finish(self) -> Result<(Vec<String>, Vec<u64>, Option<Vec<Tensor>>)> {
+    /// Closes the writers; returns what could not be written, the foreground pixel counts and
+    /// the kept logits.
+    fn finish(self) -> Result<SinkTotals> {
         let mut warnings = Vec::new();
         for w in self.writers.into_iter().flatten() {
             warnings.extend(w.finish()?);

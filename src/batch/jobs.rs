@@ -82,7 +82,11 @@ impl std::fmt::Display for Problem {
 
 /// The default id of a video: its file stem, or the folder's name.
 fn default_id(video: &Path) -> String {
-    let name = if video.is_dir() { video.file_name() } else { video.file_stem() };
+    let name = if video.is_dir() {
+        video.file_name()
+    } else {
+        video.file_stem()
+    };
     name.map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
@@ -96,7 +100,9 @@ impl Row {
         let template = match &self.template {
             None => d.template,
             Some(t) => Template::from_str(t, true).map_err(|_| {
-                bad(format!("unknown template {t:?} (chat, referring, reason-sentence, reason-phrase)"))
+                bad(format!(
+                    "unknown template {t:?} (chat, referring, reason-sentence, reason-phrase)"
+                ))
             })?,
         };
         let prompts = match self.prompt {
@@ -117,7 +123,12 @@ impl Row {
 }
 
 /// Parses one JSON line as a job (`origin` names it in messages).
-pub fn parse_json_line(line: &str, origin: String, base: &Path, d: &JobDefaults) -> std::result::Result<Job, Problem> {
+pub fn parse_json_line(
+    line: &str,
+    origin: String,
+    base: &Path,
+    d: &JobDefaults,
+) -> std::result::Result<Job, Problem> {
     let row: Row = serde_json::from_str(line).map_err(|e| Problem {
         origin: origin.clone(),
         what: format!("not a job: {e}"),
@@ -156,14 +167,19 @@ pub fn read_manifest(path: &Path, d: &JobDefaults) -> Result<(Vec<Job>, Vec<Prob
         _ => Error::io(path, e),
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let (mut jobs, mut problems) = (Vec::new(), Vec::new());
     let mut push = |r: std::result::Result<Job, Problem>| match r {
         Ok(j) => jobs.push(j),
         Err(p) => problems.push(p),
     };
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
-        let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::Headers).from_reader(text.as_bytes());
+        let mut reader = csv::ReaderBuilder::new()
+            .trim(csv::Trim::Headers)
+            .from_reader(text.as_bytes());
         let headers = reader
             .headers()
             .map_err(|e| Error::Invalid(format!("{}: unreadable CSV header: {e}", path.display())))?
@@ -194,7 +210,10 @@ pub fn read_manifest(path: &Path, d: &JobDefaults) -> Result<(Vec<Job>, Vec<Prob
         }
     }
     if jobs.is_empty() && problems.is_empty() {
-        return Err(Error::Invalid(format!("{}: the manifest lists no job", path.display())));
+        return Err(Error::Invalid(format!(
+            "{}: the manifest lists no job",
+            path.display()
+        )));
     }
     Ok((jobs, problems))
 }
@@ -226,7 +245,10 @@ pub fn read_folder(dir: &Path, prompts: &[String], d: &JobDefaults) -> Result<Ve
     Ok(entries
         .into_iter()
         .map(|video| Job {
-            origin: video.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            origin: video
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             id: default_id(&video),
             video,
             prompts: prompts.to_vec(),
@@ -254,7 +276,9 @@ pub fn check_job(job: &Job) -> std::result::Result<(), Problem> {
     if job.mask_value == 0 {
         return Err(bad("mask_value must be 1–255".into()));
     }
-    Video::open(&job.video).map(|_| ()).map_err(|e| bad(e.to_string()))
+    Video::open(&job.video)
+        .map(|_| ())
+        .map_err(|e| bad(e.to_string()))
 }
 
 /// Checks every job (see [`check_job`]) and that ids are unique; returns every problem.
@@ -265,7 +289,10 @@ pub fn check_jobs(jobs: &[Job]) -> Vec<Problem> {
         if let Some(first) = seen.insert(&j.id, &j.origin) {
             problems.push(Problem {
                 origin: j.origin.clone(),
-                what: format!("id {:?} is also used by {first}; give each job its own `id`", j.id),
+                what: format!(
+                    "id {:?} is also used by {first}; give each job its own `id`",
+                    j.id
+                ),
             });
         }
     }
@@ -294,13 +321,29 @@ mod tests {
         .unwrap();
         let (jobs, problems) = read_manifest(&csv, &D).unwrap();
         assert_eq!(jobs.len(), 2, "{problems:?}");
-        assert_eq!((jobs[0].id.as_str(), jobs[0].video.clone()), ("a", dir.path().join("clips/a.mp4")));
+        assert_eq!(
+            (jobs[0].id.as_str(), jobs[0].video.clone()),
+            ("a", dir.path().join("clips/a.mp4"))
+        );
         assert_eq!(jobs[1].prompts, vec!["x".to_string(), "y, z".to_string()]);
-        assert_eq!((jobs[1].template, jobs[1].rle, jobs[1].id.as_str()), (Template::Chat, true, "bee"));
+        assert_eq!(
+            (jobs[1].template, jobs[1].rle, jobs[1].id.as_str()),
+            (Template::Chat, true, "bee")
+        );
         assert_eq!(problems.len(), 1);
-        assert!(problems[0].to_string().starts_with("jobs.csv row 4: unknown template"), "{}", problems[0]);
+        assert!(
+            problems[0]
+                .to_string()
+                .starts_with("jobs.csv row 4: unknown template"),
+            "{}",
+            problems[0]
+        );
         let jsonl = dir.path().join("jobs.jsonl");
-        std::fs::write(&jsonl, "{\"video\": \"a.mp4\", \"prompt\": [\"p\"]}\n\n{\"video\": \"b.mp4\", \"promt\": \"typo\"}\n").unwrap();
+        std::fs::write(
+            &jsonl,
+            "{\"video\": \"a.mp4\", \"prompt\": [\"p\"]}\n\n{\"video\": \"b.mp4\", \"promt\": \"typo\"}\n",
+        )
+        .unwrap();
         let (jobs, problems) = read_manifest(&jsonl, &D).unwrap();
         assert_eq!(jobs.len(), 1);
         assert!(problems[0].to_string().contains("line 3") && problems[0].what.contains("promt"));

@@ -13,7 +13,9 @@ use crate::output::OutputFormats;
 use crate::run_manifest::{clear_item, item_fingerprint, item_state, mark_done, ItemState};
 use crate::segment::{segment_prepared, PromptSpec, SegmentOptions, SparseInputs, StageSeconds};
 use crate::video::Video;
-pub use jobs::{check_job, check_jobs, parse_json_line, read_folder, read_manifest, Job, JobDefaults, Problem};
+pub use jobs::{
+    check_job, check_jobs, parse_json_line, read_folder, read_manifest, Job, JobDefaults, Problem,
+};
 use serde::Serialize;
 use std::collections::HashSet;
 use std::io::Write;
@@ -184,7 +186,8 @@ impl ResultsLog {
             .append(true)
             .open(&self.path)
             .map_err(|e| Error::io(&self.path, e))?;
-        f.write_all(line.as_bytes()).map_err(|e| Error::io(&self.path, e))?;
+        f.write_all(line.as_bytes())
+            .map_err(|e| Error::io(&self.path, e))?;
         if matches!(r.status, JobStatus::Done | JobStatus::Resumed) {
             self.logged.insert(r.id.clone());
         }
@@ -205,7 +208,13 @@ fn prepare(model: &VideoLisa, job: &Job, opts: &SegmentOptions) -> Result<Prepar
 }
 
 /// Runs one job whose inputs are prepared: outputs under `<out>/<id>/`, done marker last.
-fn run_prepared(model: &VideoLisa, job: &Job, prepared: Prepared, out: &Path, opts: &SegmentOptions) -> Result<JobResult> {
+fn run_prepared(
+    model: &VideoLisa,
+    job: &Job,
+    prepared: Prepared,
+    out: &Path,
+    opts: &SegmentOptions,
+) -> Result<JobResult> {
     let dir = out.join(&job.id);
     let formats = OutputFormats {
         mask_value: job.mask_value,
@@ -222,7 +231,15 @@ fn run_prepared(model: &VideoLisa, job: &Job, prepared: Prepared, out: &Path, op
         ..opts.clone()
     };
     let prompts = PromptSpec::numbered(&job.prompts, job.template);
-    let s = segment_prepared(model, &prepared.video, Some(prepared.sparse), &prompts, Some(&dir), &opts)?.summary;
+    let s = segment_prepared(
+        model,
+        &prepared.video,
+        Some(prepared.sparse),
+        &prompts,
+        Some(&dir),
+        &opts,
+    )?
+    .summary;
     let mut r = JobResult::new(job, out, JobStatus::Done);
     r.frames = s.frames;
     r.foreground = s.prompts.iter().map(|p| p.foreground).collect();
@@ -288,7 +305,12 @@ pub fn run(
 ) -> Result<BatchSummary> {
     let t0 = Instant::now();
     let (i, n) = opts.shard.unwrap_or((0, 1));
-    let mine: Vec<&Job> = jobs.iter().enumerate().filter(|(k, _)| k % n == i).map(|(_, j)| j).collect();
+    let mine: Vec<&Job> = jobs
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| k % n == i)
+        .map(|(_, j)| j)
+        .collect();
     let mut summary = BatchSummary::default();
     let bar = crate::progress::bar(mine.len() as u64, "videos");
     let mut todo = Vec::new();
@@ -309,7 +331,11 @@ pub fn run(
         });
         for (k, job) in todo.iter().enumerate() {
             let t = Instant::now();
-            let prepared = next.take().expect("spawned for every job").join().expect("reading frames does not panic");
+            let prepared = next
+                .take()
+                .expect("spawned for every job")
+                .join()
+                .expect("reading frames does not panic");
             next = todo.get(k + 1).map(|j| {
                 let job: &Job = j;
                 scope.spawn(move || prepare(model, job, &opts.segment))

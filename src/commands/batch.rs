@@ -85,7 +85,12 @@ fn run_listed(a: &BatchArgs, on_result: &mut dyn FnMut(&JobResult) -> Result<()>
         BatchInput::Stdin => unreachable!("stdin jobs are answered one by one"),
     };
     let (i, n) = a.options.shard.unwrap_or((0, 1));
-    let jobs: Vec<Job> = jobs.into_iter().enumerate().filter(|(k, _)| k % n == i).map(|(_, j)| j).collect();
+    let jobs: Vec<Job> = jobs
+        .into_iter()
+        .enumerate()
+        .filter(|(k, _)| k % n == i)
+        .map(|(_, j)| j)
+        .collect();
     problems.extend(check_jobs(&jobs));
     if !problems.is_empty() && !a.skip_invalid {
         let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
@@ -134,7 +139,11 @@ fn run_listed(a: &BatchArgs, on_result: &mut dyn FnMut(&JobResult) -> Result<()>
 }
 
 /// Answers JSON jobs from `input`, one result per job, in order, with the model loaded once.
-fn run_stdin(a: &BatchArgs, input: &mut dyn BufRead, on_result: &mut dyn FnMut(&JobResult) -> Result<()>) -> Result<BatchSummary> {
+fn run_stdin(
+    a: &BatchArgs,
+    input: &mut dyn BufRead,
+    on_result: &mut dyn FnMut(&JobResult) -> Result<()>,
+) -> Result<BatchSummary> {
     let model = prepare_and_load(a, vec![RESULTS_FILE.into()])?;
     let mut log = ResultsLog::open(&a.out)?;
     let mut summary = BatchSummary::default();
@@ -180,16 +189,26 @@ pub fn render_result(r: &JobResult) -> String {
         JobStatus::Done | JobStatus::Resumed => format!(
             "{}: {} ({} frames, {:.1} s) → {}{}",
             r.id,
-            if r.status == JobStatus::Done { "done" } else { "already done" },
+            if r.status == JobStatus::Done {
+                "done"
+            } else {
+                "already done"
+            },
             r.frames,
             r.seconds.total,
             r.out.display(),
-            r.error.as_ref().map_or(String::new(), |e| format!(" (warning: {e})"))
+            r.error
+                .as_ref()
+                .map_or(String::new(), |e| format!(" (warning: {e})"))
         ),
         JobStatus::Failed | JobStatus::Invalid => format!(
             "{}: {}: {}",
             if r.id.is_empty() { &r.origin } else { &r.id },
-            if r.status == JobStatus::Failed { "FAILED" } else { "INVALID" },
+            if r.status == JobStatus::Failed {
+                "FAILED"
+            } else {
+                "INVALID"
+            },
             r.error.as_deref().unwrap_or("")
         ),
     }
