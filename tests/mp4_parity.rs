@@ -138,9 +138,16 @@ fn damaged_files_say_what_is_wrong() {
     stsc0[stsc + 16..stsc + 20].copy_from_slice(&0u32.to_be_bytes());
     let zero_per_chunk = dir.path().join("zero_per_chunk.mp4");
     std::fs::write(&zero_per_chunk, &stsc0).unwrap();
+    // and this: samples without a time made the mp4 crate unwrap an error
+    let mut stts0 = good.clone();
+    let stts = good[moov..].windows(4).position(|w| w == b"stts").unwrap() + moov;
+    stts0[stts + 8..stts + 12].copy_from_slice(&0u32.to_be_bytes());
+    let no_times = dir.path().join("no_times.mp4");
+    std::fs::write(&no_times, &stts0).unwrap();
     for (path, needle) in [
         (&zero_per_chunk, "0 samples per chunk"),
-        (&many_samples, "declares 134217728 samples"),
+        (&many_samples, "134217728 samples"),
+        (&no_times, "covers 0 of 30 samples"),
         (&cut, "truncated"),
         (&cut_fast, "truncated"),
         (&flipped, "damaged movie header"),

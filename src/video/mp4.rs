@@ -147,10 +147,28 @@ fn rotation(track: &Mp4Track) -> u32 {
     }
 }
 
-/// Checks the sample-to-chunk and chunk-offset tables the `mp4` crate reads samples with (it
-/// divides by `samples_per_chunk` and subtracts 1 from chunk numbers unchecked).
-fn check_sample_tables(track: &Mp4Track) -> std::result::Result<(), String> {
+/// Checks the sample tables the `mp4` crate reads samples with, which it trusts: it divides by
+/// `samples_per_chunk`, subtracts 1 from chunk numbers, unwraps a sample's time, and allocates
+/// each sample's declared size.
+fn check_sample_tables(track: &Mp4Track, file_len: u64) -> std::result::Result<(), String> {
     let stbl = &track.trak.mdia.minf.stbl;
+    let samples = u64::from(stbl.stsz.sample_count);
+    let timed: u64 = stbl.stts.entries.iter().map(|e| u64::from(e.sample_count)).sum();
+    if timed < samples {
+        return Err(format!(
+            "the time-to-sample table (stts) covers {timed} of {samples} samples"
+        ));
+    }
+    let bytes = if stbl.stsz.sample_size > 0 {
+        u64::from(stbl.stsz.sample_size) * samples
+    } else {
+        stbl.stsz.sample_sizes.iter().map(|&s| u64::from(s)).sum()
+    };
+    if bytes > file_len {
+        return Err(format!(
+            "the samples declare {bytes} bytes in a file of {file_len} bytes"
+        ));
+    }
     let entries = &stbl.stsc.entries;
     if entries.is_empty() {
         return Err("the sample-to-chunk table (stsc) is empty".into());
@@ -216,9 +234,16 @@ pub(crate) fn open(path: &Path) -> Result<(VideoInfo, Mp4Source)> {
         parameter_sets.extend_from_slice(&START_CODE);
         parameter_sets.extend_from_slice(&nal.bytes);
     }
-    check_sample_tables(track).map_err(|r| corrupt(path, r))?;
-    let samples = track.sample_count();
+    if !track.trafs.is_empty() {
+        return Err(Error::UnsupportedCodec {
+            path: path.to_path_buf(),
+            what: "a fragmented mp4 (moof boxes)".into(),
+            feature: "ffmpeg",
+        });
+    }
     let file_len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    check_sample_tables(track, file_len).map_err(|r| corrupt(path, r))?;
+    let samples = track.sample_count();
     if u64::from(samples) > file_len {
         // every sample takes at least a byte; a few table bytes can declare billions
         return Err(corrupt(
