@@ -199,6 +199,9 @@ enum Command {
         /// Discard results in --out made with other settings and start over.
         #[arg(long)]
         fresh: bool,
+        /// Do not read the next video while the current one runs (to measure what that saves).
+        #[arg(long)]
+        no_prefetch: bool,
         #[command(flatten)]
         m: ModelArgs,
         /// Print each job's result as a JSON line as it finishes, then a summary line.
@@ -339,6 +342,7 @@ fn run(cli: Cli) -> Result<()> {
             fail_fast,
             skip_invalid,
             fresh,
+            no_prefetch,
             m,
             json,
         } => {
@@ -362,6 +366,7 @@ fn run(cli: Cli) -> Result<()> {
                 options: BatchOptions {
                     shard,
                     fail_fast,
+                    prefetch: !no_prefetch,
                     segment: SegmentOptions {
                         n_sparse: m.sparse,
                         n_dense: m.dense,

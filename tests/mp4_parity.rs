@@ -101,6 +101,25 @@ fn unsupported_streams_name_profile_and_feature() {
     }
 }
 
+/// Fuzzing found the `mp4` crate looping forever on damaged metadata (`udta`/`meta`/`ilst`),
+/// which the decoder never needs: such a file opens and decodes as if the metadata were absent.
+#[test]
+fn damaged_metadata_is_ignored() {
+    let good = std::fs::read(fixture("mp4/high_bframes.mp4")).unwrap();
+    let data = good
+        .windows(4)
+        .rposition(|w| w == b"data")
+        .expect("ffmpeg writes an encoder tag");
+    let mut bad = good.clone();
+    bad[data - 4..data].copy_from_slice(&[0, 0, 0, 0]);
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad_metadata.mp4");
+    std::fs::write(&p, &bad).unwrap();
+    let v = Video::open(&p).unwrap();
+    assert_eq!(v.len(), 30);
+    assert_eq!(v.frames().unwrap().count(), 30);
+}
+
 #[test]
 fn damaged_files_say_what_is_wrong() {
     let dir = tempfile::tempdir().unwrap();

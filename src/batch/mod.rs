@@ -96,6 +96,8 @@ pub struct BatchOptions {
     pub shard: Option<(usize, usize)>,
     /// Stop at the first failed job.
     pub fail_fast: bool,
+    /// Read the next job's frames while the current one runs (off only to measure the gain).
+    pub prefetch: bool,
     /// Sampling and SAM batch (formats come from each job).
     pub segment: SegmentOptions,
 }

@@ -117,7 +117,7 @@ fn fourcc(kind: &[u8; 4]) -> String {
 
 /// Boxes whose body holds boxes (after this many bytes of their own fields): walked to check
 /// the structure before the `mp4` crate parses it (which loops forever on a nested box of size 0).
-const CONTAINERS: [(&[u8; 4], usize); 15] = [
+const CONTAINERS: [(&[u8; 4], usize); 13] = [
     (b"moov", 0),
     (b"trak", 0),
     (b"mdia", 0),
@@ -126,14 +126,55 @@ const CONTAINERS: [(&[u8; 4], usize); 15] = [
     (b"edts", 0),
     (b"dinf", 0),
     (b"mvex", 0),
-    (b"udta", 0),
     (b"moof", 0),
     (b"traf", 0),
-    (b"meta", 4),
     (b"dref", 8),
     (b"stsd", 8),
     (b"avc1", 78),
 ];
+
+/// File offsets of the type fields of the metadata boxes (`udta`, `meta`) directly inside
+/// `moov` and its `trak`s. The demuxer needs nothing in them and the `mp4` crate's parsers of
+/// their contents loop forever on some damage, so the mp4 reader presents them as `free` boxes.
+pub(crate) fn metadata_box_types(path: &Path) -> std::io::Result<Vec<u64>> {
+    let mut f = File::open(path)?;
+    let len = f.metadata()?.len();
+    let mut pos = 0u64;
+    let mut found = Vec::new();
+    while len - pos >= 8 {
+        f.seek(SeekFrom::Start(pos))?;
+        let (size, kind, header) = box_header(&mut f, len - pos)?;
+        if size < header || size > len - pos {
+            break;
+        }
+        if &kind == b"moov" {
+            let mut body = vec![0u8; usize::try_from(size - header).unwrap_or(0).min(256 << 20)];
+            f.read_exact(&mut body)?;
+            metadata_in(&body, pos + header, &mut found);
+        }
+        pos += size;
+    }
+    Ok(found)
+}
+
+/// Adds the `udta`/`meta` type offsets among the children of `buf` (at file offset `at`),
+/// looking into `trak`s.
+fn metadata_in(buf: &[u8], at: u64, found: &mut Vec<u64>) {
+    let mut pos = 0usize;
+    while pos + 8 <= buf.len() {
+        let size = u32::from_be_bytes(buf[pos..pos + 4].try_into().expect("4 bytes")) as usize;
+        let kind: [u8; 4] = buf[pos + 4..pos + 8].try_into().expect("4 bytes");
+        if size < 8 || pos + size > buf.len() {
+            return;
+        }
+        match &kind {
+            b"udta" | b"meta" => found.push(at + pos as u64 + 4),
+            b"trak" => metadata_in(&buf[pos + 8..pos + size], at + pos as u64 + 8, found),
+            _ => {}
+        }
+        pos += size;
+    }
+}
 
 /// The offset of the child boxes inside `kind`'s body, if it is a container.
 fn children_offset(kind: &[u8; 4]) -> Option<usize> {
@@ -238,11 +279,8 @@ fn check_children(buf: &[u8], parent: &[u8; 4], offset: u64) -> std::result::Res
         if size < header || size > rest {
             return bad(format!("box `{}` declares {size} bytes", fourcc(&kind)));
         }
-        if let Some(mut skip) = children_offset(&kind) {
+        if let Some(skip) = children_offset(&kind) {
             let body = &buf[pos + header..pos + size];
-            if &kind == b"meta" && body.get(4..8) == Some(b"hdlr") {
-                skip = 0; // QuickTime's `meta` has no version and flags
-            }
             if body.len() >= skip {
                 check_children(&body[skip..], &kind, at + (header + skip) as u64)?;
             }

@@ -16,7 +16,7 @@ use openh264::formats::YUVSource;
 use openh264::OpenH264API;
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 const START_CODE: [u8; 4] = [0, 0, 0, 1];
@@ -43,10 +43,48 @@ fn corrupt(path: &Path, reason: String) -> Error {
     }
 }
 
-fn open_reader(path: &Path) -> Result<::mp4::Mp4Reader<BufReader<File>>> {
+/// An mp4 file read with some 4-byte ranges replaced by `free`: the metadata boxes the
+/// `mp4` crate would otherwise parse (see `container::metadata_box_types`).
+pub(crate) struct Masked {
+    inner: BufReader<File>,
+    pos: u64,
+    masks: Vec<u64>,
+}
+
+impl Read for Masked {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let (start, end) = (self.pos, self.pos + n as u64);
+        for &m in &self.masks {
+            for (k, &b) in b"free".iter().enumerate() {
+                let at = m + k as u64;
+                if at >= start && at < end {
+                    buf[(at - start) as usize] = b;
+                }
+            }
+        }
+        self.pos = end;
+        Ok(n)
+    }
+}
+
+impl Seek for Masked {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        self.pos = self.inner.seek(to)?;
+        Ok(self.pos)
+    }
+}
+
+fn open_reader(path: &Path) -> Result<::mp4::Mp4Reader<Masked>> {
     let f = File::open(path).map_err(|e| Error::io(path, e))?;
     let size = f.metadata().map_err(|e| Error::io(path, e))?.len();
-    ::mp4::Mp4Reader::read_header(BufReader::new(f), size)
+    let masks = super::container::metadata_box_types(path).map_err(|e| Error::io(path, e))?;
+    let reader = Masked {
+        inner: BufReader::new(f),
+        pos: 0,
+        masks,
+    };
+    ::mp4::Mp4Reader::read_header(reader, size)
         .map_err(|e| corrupt(path, format!("unreadable mp4 structure: {e}")))
 }
 
@@ -336,7 +374,7 @@ impl Mp4Source {
 
 /// Sequential frame decoder over an mp4's H.264 track.
 pub(crate) struct Mp4Frames {
-    reader: ::mp4::Mp4Reader<BufReader<File>>,
+    reader: ::mp4::Mp4Reader<Masked>,
     path: PathBuf,
     track_id: u32,
     samples: u32,
