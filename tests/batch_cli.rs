@@ -6,37 +6,12 @@
 
 mod common;
 
-use common::{fixture, repo};
+use common::{fixture, repo, text, tiny_args as tiny, videolisa};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-
-fn tiny() -> [String; 4] {
-    let t = fixture("videolisa_tiny");
-    [
-        "--model".into(),
-        t.join("model").display().to_string(),
-        "--clip".into(),
-        t.join("clip").display().to_string(),
-    ]
-}
-
-fn videolisa(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_videolisa"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// (id, video, prompts, extra JSON fields) of a mixed batch of 22 videos.
 fn mixed_jobs(dir: &Path) -> Vec<(String, PathBuf, Vec<&'static str>, Value)> {

@@ -2,22 +2,7 @@
 
 mod common;
 
-use std::process::{Command, Output};
-
-fn videolisa(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_videolisa"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{text, videolisa};
 
 #[test]
 fn synthetic_eval_score_round_trip() {

@@ -5,32 +5,14 @@
 
 mod common;
 
-use common::{fixture, repo};
+use common::{fixture, repo, text, tiny_args, videolisa};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn videolisa(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_videolisa"))
-        .args(args)
-        .env_remove("HF_HUB_OFFLINE")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use std::path::Path;
+use std::process::Output;
 
 fn tiny() -> (String, String) {
-    let t = fixture("videolisa_tiny");
-    let s = |p: PathBuf| p.to_str().unwrap().to_string();
-    (s(t.join("model")), s(t.join("clip")))
+    let [_, model, _, clip] = tiny_args();
+    (model, clip)
 }
 
 /// `segment` with the tiny checkpoint; `extra` goes last.
@@ -142,26 +124,10 @@ fn unwritable_output_is_found_first_and_the_os_error_said_once() {
     assert_eq!(err.matches("Not a directory").count(), 1, "{err}");
 }
 
-#[test]
-fn eval_resumes_only_the_same_computation() {
-    let data = tempfile::tempdir().unwrap();
-    let root = data.path().join("mevis");
-    let o = videolisa(&[
-        "synthetic",
-        "--dataset",
-        "mevis",
-        "--out",
-        root.to_str().unwrap(),
-        "--videos",
-        "2",
-        "--frames",
-        "3",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let run = tempfile::tempdir().unwrap();
-    let out = run.path().join("run");
+/// `eval` of the MeViS `valid_u` split under `root` with the tiny checkpoint; `extra` goes last.
+fn mevis_eval(root: &Path, out: &Path, extra: &[&str]) -> Output {
     let (model, clip) = tiny();
-    let base = [
+    let mut a = vec![
         "eval",
         "--dataset",
         "mevis",
@@ -169,18 +135,31 @@ fn eval_resumes_only_the_same_computation() {
         root.to_str().unwrap(),
         "--split",
         "valid_u",
-        "--out",
-        out.to_str().unwrap(),
-        "--model",
-        &model,
-        "--clip",
-        &clip,
-        "--json",
     ];
+    a.extend(["--out", out.to_str().unwrap(), "--model", &model, "--clip", &clip]);
+    a.extend(extra);
+    videolisa(&a)
+}
+
+/// A synthetic MeViS dataset at `root`.
+fn synthetic_mevis(root: &Path, extra: &[&str]) {
+    let mut a = vec!["synthetic", "--dataset", "mevis", "--out", root.to_str().unwrap()];
+    a.extend(extra);
+    let o = videolisa(&a);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn eval_resumes_only_the_same_computation() {
+    let data = tempfile::tempdir().unwrap();
+    let root = data.path().join("mevis");
+    synthetic_mevis(&root, &["--videos", "2", "--frames", "3"]);
+    let run = tempfile::tempdir().unwrap();
+    let out = run.path().join("run");
     let eval = |extra: &[&str]| {
-        let mut a = base.to_vec();
+        let mut a = vec!["--json"];
         a.extend(extra);
-        videolisa(&a)
+        mevis_eval(&root, &out, &a)
     };
     let o = eval(&[]);
     assert!(o.status.success(), "{}", text(&o));
@@ -377,30 +356,11 @@ fn overlays_of_any_frame_size_and_masks_are_kept() {
 fn dataset_problems_are_found_before_any_video_runs() {
     let data = tempfile::tempdir().unwrap();
     let root = data.path().join("mevis");
-    assert!(
-        videolisa(&["synthetic", "--dataset", "mevis", "--out", root.to_str().unwrap()])
-            .status
-            .success()
-    );
+    synthetic_mevis(&root, &[]);
     let last = root.join("valid_u/JPEGImages/video2/00010.jpg");
     std::fs::remove_file(&last).unwrap();
     let out = data.path().join("run");
-    let (model, clip) = tiny();
-    let o = videolisa(&[
-        "eval",
-        "--dataset",
-        "mevis",
-        "--root",
-        root.to_str().unwrap(),
-        "--split",
-        "valid_u",
-        "--out",
-        out.to_str().unwrap(),
-        "--model",
-        &model,
-        "--clip",
-        &clip,
-    ]);
+    let o = mevis_eval(&root, &out, &[]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("video2/00010.jpg"), "{}", text(&o));
     assert!(!out.exists(), "nothing may run before the dataset is checked");

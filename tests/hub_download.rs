@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{fixture, repo, sha256};
+use common::{fixture, repo, sha256, text};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -166,14 +166,6 @@ fn segment(endpoint: &str, hf_home: &Path, out: &Path) -> Output {
         .env_remove("HUGGINGFACE_HUB_CACHE")
         .output()
         .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]

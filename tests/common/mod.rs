@@ -75,3 +75,33 @@ pub fn rel_err(a: &candle_core::Tensor, b: &candle_core::Tensor) -> (f64, f64) {
 pub fn load_tensors(path: &std::path::Path) -> std::collections::HashMap<String, candle_core::Tensor> {
     candle_core::safetensors::load(path, &candle_core::Device::Cpu).unwrap()
 }
+
+/// Runs the `videolisa` binary (from the crate root, without `HF_HUB_OFFLINE`).
+pub fn videolisa(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_videolisa"))
+        .args(args)
+        .env_remove("HF_HUB_OFFLINE")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
+}
+
+/// A run's stdout and stderr, for assertions and failure messages.
+pub fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `--model DIR --clip DIR` of the tiny checkpoint.
+pub fn tiny_args() -> [String; 4] {
+    let t = fixture("videolisa_tiny");
+    [
+        "--model".into(),
+        t.join("model").display().to_string(),
+        "--clip".into(),
+        t.join("clip").display().to_string(),
+    ]
+}
