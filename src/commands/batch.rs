@@ -91,6 +91,9 @@ fn run_listed(a: &BatchArgs, on_result: &mut dyn FnMut(&JobResult) -> Result<()>
         .filter(|(k, _)| k % n == i)
         .map(|(_, j)| j)
         .collect();
+    if i != 0 {
+        problems.clear(); // rows that are not jobs at all are the first shard's to report
+    }
     problems.extend(check_jobs(&jobs));
     if !problems.is_empty() && !a.skip_invalid {
         let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
