@@ -142,13 +142,17 @@ impl Video {
                     backend: Backend::Files(vec![path.to_path_buf()]),
                 })
             }
-            container::Sniffed::Mp4H264 => {
-                let (info, src) = mp4::open(path)?;
-                Ok(Video {
+            container::Sniffed::Mp4H264 => match mp4::open(path) {
+                Ok((info, src)) => Ok(Video {
                     info,
                     backend: Backend::Mp4(src),
-                })
-            }
+                }),
+                // a stream the built-in decoder refuses goes to FFmpeg when the build has it
+                Err(Error::UnsupportedCodec { what, .. }) if cfg!(feature = "ffmpeg") => {
+                    Self::open_other(path, what)
+                }
+                Err(e) => Err(e),
+            },
             container::Sniffed::OtherVideo(what) => Self::open_other(path, what),
             container::Sniffed::Corrupt(reason) => Err(Error::CorruptVideo {
                 path: path.to_path_buf(),
