@@ -59,7 +59,14 @@ impl DeviceSpec {
                             .into(),
                     ));
                 }
-                Ok(Device::new_cuda(n)?)
+                Device::new_cuda(n).map_err(|e| {
+                    // candle's message carries a backtrace: keep its first line
+                    let why = e.to_string().lines().next().unwrap_or_default().to_string();
+                    Error::Invalid(format!(
+                        "--device cuda:{n}: no usable CUDA device ({why}); run where an NVIDIA GPU and its \
+                         driver are, or use --device cpu"
+                    ))
+                })
             }
         }
     }
