@@ -5,6 +5,7 @@ pub mod clip;
 pub mod phi3;
 pub mod sam;
 pub mod videolisa;
+pub mod xmem;
 
 use candle_core::{DType, Device, Module, Tensor};
 

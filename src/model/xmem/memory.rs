@@ -1,0 +1,364 @@
+//! XMem's memory for one object (XMem2 `inference/kv_memory_store.py`, `memory_manager.py`,
+//! `model/memory_util.py`): permanent memory (XMem++'s given frames, never consolidated),
+//! temporary working memory, and long-term prototypes, read with the anisotropic L2
+//! similarity and a top-k softmax over the memory axis.
+//!
+//! Keys, shrinkage and selection stay tensors (the similarity is two matrix products); values
+//! and usage counters live on the host, because a top-k affinity has `k` non-zeros per query
+//! pixel and reading it out as a gather costs `k·C_v` per pixel where the reference's dense
+//! product costs `N·C_v`.
+
+use crate::Result;
+use candle_core::{DType, Device, Tensor};
+use rayon::prelude::*;
+
+/// The memory settings of XMem2's `VIDEO_INFERENCE_CONFIG`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryConfig {
+    /// Elements each query pixel reads (`top_k`, 30).
+    pub top_k: usize,
+    /// A working-memory frame every this many frames (`mem_every`, 10).
+    pub mem_every: usize,
+    /// Working memory is consolidated when it holds this many frames (`max_mid_term_frames`, 10).
+    pub max_mid_term_frames: usize,
+    /// Frames kept in working memory by a consolidation (`min_mid_term_frames`, 5).
+    pub min_mid_term_frames: usize,
+    /// Prototypes made by one consolidation (`num_prototypes`, 128).
+    pub num_prototypes: usize,
+    /// Long-term memory cap (`max_long_term_elements`, 10000).
+    pub max_long_term_elements: usize,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            top_k: 30,
+            mem_every: 10,
+            max_mid_term_frames: 10,
+            min_mid_term_frames: 5,
+            num_prototypes: 128,
+            max_long_term_elements: 10000,
+        }
+    }
+}
+
+/// One key/value store (`KeyValueMemoryStore`, one object group).
+#[derive(Debug, Clone, Default)]
+pub struct KvStore {
+    /// `[C_k, N]`.
+    pub key: Option<Tensor>,
+    /// `[1, N]`.
+    pub shrinkage: Option<Tensor>,
+    /// `[C_k, N]`; long-term memory has none.
+    pub selection: Option<Tensor>,
+    /// `N` rows of `C_v` values.
+    pub value: Vec<f32>,
+    /// Summed affinity each element received (usage-counting stores only).
+    pub use_count: Vec<f32>,
+    /// Reads each element took part in, from 1e-7.
+    pub life_count: Vec<f32>,
+}
+
+fn cat_opt(a: &Option<Tensor>, b: &Tensor) -> candle_core::Result<Tensor> {
+    match a {
+        Some(a) => Tensor::cat(&[a, b], 1),
+        None => Ok(b.clone()),
+    }
+}
+
+impl KvStore {
+    /// Elements held.
+    pub fn size(&self) -> usize {
+        self.use_count.len()
+    }
+
+    /// Appends elements (`add`): keys `[C_k, n]`, values as `n` rows.
+    pub fn add(
+        &mut self,
+        key: &Tensor,
+        shrinkage: &Tensor,
+        selection: Option<&Tensor>,
+        value: &[f32],
+    ) -> Result<()> {
+        let n = key.dim(1)?;
+        self.key = Some(cat_opt(&self.key, key)?);
+        self.shrinkage = Some(cat_opt(&self.shrinkage, shrinkage)?);
+        if let Some(s) = selection {
+            self.selection = Some(cat_opt(&self.selection, s)?);
+        }
+        self.value.extend_from_slice(value);
+        self.use_count.extend(std::iter::repeat_n(0.0, n));
+        self.life_count.extend(std::iter::repeat_n(1e-7, n));
+        Ok(())
+    }
+
+    /// Keeps the elements whose `keep` is true, in order.
+    fn retain(&mut self, keep: &[bool], cv: usize) -> Result<()> {
+        let idx: Vec<u32> = (0..keep.len() as u32).filter(|&i| keep[i as usize]).collect();
+        let dev = self
+            .key
+            .as_ref()
+            .map(|k| k.device().clone())
+            .unwrap_or(Device::Cpu);
+        let ids = Tensor::new(idx.as_slice(), &dev)?;
+        let pick = |t: &Option<Tensor>| -> candle_core::Result<Option<Tensor>> {
+            t.as_ref().map(|t| t.index_select(&ids, 1)).transpose()
+        };
+        self.key = pick(&self.key)?;
+        self.shrinkage = pick(&self.shrinkage)?;
+        self.selection = pick(&self.selection)?;
+        let mut value = Vec::with_capacity(idx.len() * cv);
+        for &i in &idx {
+            value.extend_from_slice(&self.value[i as usize * cv..(i as usize + 1) * cv]);
+        }
+        self.value = value;
+        self.use_count = idx.iter().map(|&i| self.use_count[i as usize]).collect();
+        self.life_count = idx.iter().map(|&i| self.life_count[i as usize]).collect();
+        Ok(())
+    }
+
+    /// `use_count / life_count`.
+    fn usage(&self) -> Vec<f32> {
+        self.use_count
+            .iter()
+            .zip(&self.life_count)
+            .map(|(u, l)| u / l)
+            .collect()
+    }
+
+    /// `update_usage`: adds each element's affinity sum, and one read to every element.
+    fn update_usage(&mut self, usage: &[f32]) {
+        for ((u, l), a) in self.use_count.iter_mut().zip(&mut self.life_count).zip(usage) {
+            *u += a;
+            *l += 1.0;
+        }
+    }
+}
+
+/// `get_similarity` with selection, laid out `[queries, memory]`:
+/// `(−(mk²)ᵀqe + 2·mkᵀ(qk⊙qe) − Σ qe⊙qk²) · ms / √C_k`.
+pub fn similarity(mk: &Tensor, ms: &Tensor, qk: &Tensor, qe: &Tensor) -> candle_core::Result<Tensor> {
+    let ck = mk.dim(0)?;
+    let qe_t = qe.t()?.contiguous()?;
+    let a_sq = qe_t.matmul(&mk.sqr()?)?;
+    let two_ab = (qk.mul(qe)?.t()?.contiguous()?.matmul(mk)? * 2.0)?;
+    let b_sq = qe.mul(&qk.sqr()?)?.sum_keepdim(0)?.t()?;
+    let s = two_ab.sub(&a_sq)?.broadcast_sub(&b_sq)?;
+    s.broadcast_mul(ms)? / (ck as f64).sqrt()
+}
+
+/// The top-k softmax of one query row (`do_softmax` with `top_k`: no maximum subtracted,
+/// the similarities are ≤ 0): the `k` largest entries and their weights.
+fn top_k_row(row: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let k = k.min(row.len());
+    let mut idx: Vec<u32> = (0..row.len() as u32).collect();
+    if k < row.len() {
+        idx.select_nth_unstable_by(k - 1, |&a, &b| row[b as usize].total_cmp(&row[a as usize]));
+        idx.truncate(k);
+    }
+    let exps: Vec<f32> = idx.iter().map(|&i| row[i as usize].exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    idx.into_iter().zip(exps).map(|(i, e)| (i, e / sum)).collect()
+}
+
+/// `MemoryManager` for one object: the three stores and the consolidation between them.
+#[derive(Debug, Clone)]
+pub struct MemoryManager {
+    /// Settings.
+    pub config: MemoryConfig,
+    /// XMem++'s permanent working memory (the given frames).
+    pub permanent: KvStore,
+    /// Temporary working memory (every `mem_every`-th frame).
+    pub temporary: KvStore,
+    /// Long-term prototypes.
+    pub long: KvStore,
+    /// Value channels.
+    pub cv: usize,
+    /// Key pixels of one frame.
+    pub hw: usize,
+    /// Consolidations so far (reported in dumps and tests).
+    pub consolidations: usize,
+}
+
+impl MemoryManager {
+    /// Empty memory for values of `cv` channels.
+    pub fn new(config: MemoryConfig, cv: usize) -> Self {
+        MemoryManager {
+            config,
+            permanent: KvStore::default(),
+            temporary: KvStore::default(),
+            long: KvStore::default(),
+            cv,
+            hw: 0,
+            consolidations: 0,
+        }
+    }
+
+    /// `match_memory`: reads the memory for a query key `[C_k, HW]` with selection, updates
+    /// working and long-term usage, and returns the readout `[C_v, HW]`.
+    pub fn match_memory(&mut self, qk: &Tensor, qe: &Tensor) -> Result<Tensor> {
+        let stores = [&self.long, &self.temporary, &self.permanent];
+        let keys: Vec<&Tensor> = stores.iter().filter_map(|s| s.key.as_ref()).collect();
+        let shr: Vec<&Tensor> = stores.iter().filter_map(|s| s.shrinkage.as_ref()).collect();
+        let mk = Tensor::cat(&keys, 1)?;
+        let ms = Tensor::cat(&shr, 1)?;
+        let sim = similarity(&mk, &ms, qk, qe)?;
+        let (hw, n) = sim.dims2()?;
+        let sim: Vec<f32> = sim.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let k = self.config.top_k;
+        let rows: Vec<Vec<(u32, f32)>> = sim.par_chunks(n).map(|r| top_k_row(r, k)).collect();
+
+        let (nl, nt) = (self.long.size(), self.temporary.size());
+        let cv = self.cv;
+        let mut usage = vec![0f32; n];
+        let mut out = vec![0f32; hw * cv];
+        for row in &rows {
+            for &(i, w) in row {
+                usage[i as usize] += w;
+            }
+        }
+        out.par_chunks_mut(cv).zip(&rows).for_each(|(o, row)| {
+            for &(i, w) in row {
+                let i = i as usize;
+                let v = if i < nl {
+                    &self.long.value[i * cv..(i + 1) * cv]
+                } else if i < nl + nt {
+                    &self.temporary.value[(i - nl) * cv..(i - nl + 1) * cv]
+                } else {
+                    &self.permanent.value[(i - nl - nt) * cv..(i - nl - nt + 1) * cv]
+                };
+                for (o, v) in o.iter_mut().zip(v) {
+                    *o += w * v;
+                }
+            }
+        });
+        self.temporary.update_usage(&usage[nl..nl + nt]);
+        if nl > 0 {
+            self.long.update_usage(&usage[..nl]);
+        }
+        let out = Tensor::from_vec(out, (hw, cv), qk.device())?;
+        Ok(out.t()?.contiguous()?)
+    }
+
+    /// `add_memory`: key `[C_k, HW]`, shrinkage `[1, HW]`, selection `[C_k, HW]`, value
+    /// `[C_v, HW]`; into permanent or working memory, then consolidation when working memory
+    /// is full.
+    pub fn add_memory(
+        &mut self,
+        key: &Tensor,
+        shrinkage: &Tensor,
+        selection: &Tensor,
+        value: &Tensor,
+        permanent: bool,
+    ) -> Result<()> {
+        self.hw = key.dim(1)?;
+        let rows: Vec<f32> = value.to_dtype(DType::F32)?.t()?.flatten_all()?.to_vec1()?;
+        let store = if permanent {
+            &mut self.permanent
+        } else {
+            &mut self.temporary
+        };
+        store.add(key, shrinkage, Some(selection), &rows)?;
+        if self.temporary.size() >= self.config.max_mid_term_frames * self.hw {
+            let cap = self.config.max_long_term_elements - self.config.num_prototypes;
+            if self.long.size() >= cap {
+                self.remove_obsolete_features(cap)?;
+            }
+            self.compress_features()?;
+        }
+        Ok(())
+    }
+
+    /// `remove_obsolete_features`: drops the least used long-term elements, keeping those
+    /// used strictly more than the `size − max`-th least used.
+    fn remove_obsolete_features(&mut self, max: usize) -> Result<()> {
+        let usage = self.long.usage();
+        let k = usage.len() - max;
+        if k == 0 {
+            return Ok(());
+        }
+        let mut sorted = usage.clone();
+        sorted.sort_by(f32::total_cmp);
+        let threshold = sorted[k - 1];
+        let keep: Vec<bool> = usage.iter().map(|&u| u > threshold).collect();
+        self.long.retain(&keep, self.cv)
+    }
+
+    /// `compress_features` + `consolidation`: all but the newest `min_mid_term_frames` of
+    /// working memory become `num_prototypes` prototypes (the most used elements, their values
+    /// and shrinkage "potentiated" by a softmax readout over the candidates) appended to
+    /// long-term memory; working memory keeps its newest frames.
+    fn compress_features(&mut self) -> Result<()> {
+        let keep = self.config.min_mid_term_frames * self.hw;
+        let t = &self.temporary;
+        let nc = t.size() - keep;
+        let usage = t.usage();
+        let mut order: Vec<u32> = (0..nc as u32).collect();
+        order.sort_by(|&a, &b| usage[b as usize].total_cmp(&usage[a as usize]));
+        order.truncate(self.config.num_prototypes);
+        let key = t.key.as_ref().expect("working memory has keys");
+        let dev = key.device().clone();
+        let ids = Tensor::new(order.as_slice(), &dev)?;
+        let ck = key.narrow(1, 0, nc)?.contiguous()?;
+        let cs = t
+            .shrinkage
+            .as_ref()
+            .expect("working memory has shrinkage")
+            .narrow(1, 0, nc)?
+            .contiguous()?;
+        let ce = t
+            .selection
+            .as_ref()
+            .expect("working memory has selection")
+            .narrow(1, 0, nc)?
+            .contiguous()?;
+        let pk = ck.index_select(&ids, 1)?;
+        let pe = ce.index_select(&ids, 1)?;
+        let aff = candle_nn::ops::softmax_last_dim(&similarity(&ck, &cs, &pk, &pe)?)?;
+        let cv = Tensor::from_slice(&t.value[..nc * self.cv], (nc, self.cv), &dev)?;
+        let pv: Vec<f32> = aff.matmul(&cv)?.flatten_all()?.to_vec1()?;
+        let ps = aff.matmul(&cs.t()?)?.t()?.contiguous()?;
+        let mut sieve = vec![false; t.size()];
+        sieve[nc..].iter_mut().for_each(|s| *s = true);
+        self.temporary.retain(&sieve, self.cv)?;
+        self.long.add(&pk, &ps, None, &pv)?;
+        self.consolidations += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_softmax_keeps_the_largest() {
+        let row = [-5.0f32, -0.5, -3.0, -0.1, -9.0];
+        let r = top_k_row(&row, 2);
+        let mut ids: Vec<u32> = r.iter().map(|p| p.0).collect();
+        ids.sort();
+        assert_eq!(ids, vec![1, 3]);
+        let total: f32 = r.iter().map(|p| p.1).sum();
+        assert!((total - 1.0).abs() < 1e-6);
+        let w3 = r.iter().find(|p| p.0 == 3).unwrap().1;
+        let expect = (-0.1f32).exp() / ((-0.1f32).exp() + (-0.5f32).exp());
+        assert!((w3 - expect).abs() < 1e-6);
+        assert_eq!(top_k_row(&row[..1], 30).len(), 1);
+    }
+
+    #[test]
+    fn similarity_is_the_negative_weighted_distance() {
+        let dev = Device::Cpu;
+        let mk = Tensor::new(&[[1.0f32, 0.0], [2.0, 1.0]], &dev).unwrap();
+        let ms = Tensor::new(&[[1.0f32, 2.0]], &dev).unwrap();
+        let qk = Tensor::new(&[[0.5f32], [1.0]], &dev).unwrap();
+        let qe = Tensor::new(&[[1.0f32], [0.5]], &dev).unwrap();
+        let s: Vec<Vec<f32>> = similarity(&mk, &ms, &qk, &qe).unwrap().to_vec2().unwrap();
+        let d0 = -(0.25 + 0.5 * 1.0) / 2f32.sqrt();
+        let d1 = -(0.25 + 0.0) * 2.0 / 2f32.sqrt();
+        assert!(
+            (s[0][0] - d0).abs() < 1e-6 && (s[0][1] - d1).abs() < 1e-6,
+            "{s:?}"
+        );
+    }
+}

@@ -1,0 +1,136 @@
+//! Frames and masks in and out of XMem's working resolution, as XMem2 reads them
+//! (`inference/data/video_reader.py`, `util/tensor_util.py`, `run_on_video._post_process`):
+//! `ToTensor` + ImageNet normalization, then a bilinear resize of the normalized tensor to a
+//! short side of 480 without antialias (torchvision 0.13.1, pinned by XMem2), zero padding
+//! to a multiple of 16 split evenly; masks resized nearest with their own size formula;
+//! probabilities cropped, resized back bilinearly and arg-maxed.
+
+use crate::Result;
+use candle_core::{DType, Device, Tensor};
+use image::{GrayImage, RgbImage};
+
+/// The short side XMem2 works at (`size` in `VIDEO_INFERENCE_CONFIG`).
+pub const SIZE: usize = 480;
+const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+const STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// Padding `(left, right, top, bottom)` that makes `(h, w)` multiples of 16 (`pad_divide_by`).
+pub fn pad_divide_by(h: usize, w: usize) -> [usize; 4] {
+    let up = |x: usize| x.div_ceil(16) * 16;
+    let (dh, dw) = (up(h) - h, up(w) - w);
+    [dw / 2, dw - dw / 2, dh / 2, dh - dh / 2]
+}
+
+/// torchvision's `Resize(480)` output `(h, w)`: the long side is `int(480 · long / short)`.
+pub fn frame_size(h: usize, w: usize) -> (usize, usize) {
+    let (short, long) = (h.min(w), h.max(w));
+    let new_long = ((SIZE * long) as f64 / short as f64) as usize;
+    if w <= h {
+        (new_long, SIZE)
+    } else {
+        (SIZE, new_long)
+    }
+}
+
+/// `VideoReader.resize_mask`'s `(int(h/min·480), int(w/min·480))`, which can be one pixel
+/// shorter than [`frame_size`].
+pub fn mask_size(h: usize, w: usize) -> (usize, usize) {
+    let m = h.min(w) as f64;
+    (
+        (h as f64 / m * SIZE as f64) as usize,
+        (w as f64 / m * SIZE as f64) as usize,
+    )
+}
+
+fn pad(x: &Tensor, p: [usize; 4]) -> candle_core::Result<Tensor> {
+    x.pad_with_zeros(3, p[0], p[1])?.pad_with_zeros(2, p[2], p[3])
+}
+
+/// A frame as XMem sees it: `[1, 3, H, W]` normalized, resized, padded, and its padding.
+pub fn frame_tensor(img: &RgbImage, device: &Device) -> Result<(Tensor, [usize; 4])> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let mut planes = vec![0f32; 3 * h * w];
+    for (i, px) in img.pixels().enumerate() {
+        for c in 0..3 {
+            planes[c * h * w + i] = (f32::from(px[c]) / 255.0 - MEAN[c]) / STD[c];
+        }
+    }
+    let x = Tensor::from_vec(planes, (1, 3, h, w), device)?;
+    let (nh, nw) = frame_size(h, w);
+    let x = x.upsample_bilinear2d(nh, nw, false)?;
+    let p = pad_divide_by(nh, nw);
+    Ok((pad(&x, p)?, p))
+}
+
+/// PyTorch's `nearest` source index: `min(floor(dst · (float)in/out), in − 1)`.
+fn nearest_index(dst: usize, input: usize, output: usize) -> usize {
+    if input == output {
+        return dst;
+    }
+    let scale = input as f32 / output as f32;
+    ((dst as f32 * scale).floor() as usize).min(input - 1)
+}
+
+/// A given mask (non-zero = object) as XMem sees it: `[1, 1, H, W]` of 0/1, resized nearest to
+/// [`mask_size`] and padded.
+pub fn mask_tensor(mask: &GrayImage, device: &Device) -> Result<Tensor> {
+    let (w, h) = (mask.width() as usize, mask.height() as usize);
+    let (nh, nw) = mask_size(h, w);
+    let cols: Vec<usize> = (0..nw).map(|x| nearest_index(x, w, nw)).collect();
+    let mut out = vec![0f32; nh * nw];
+    for y in 0..nh {
+        let sy = nearest_index(y, h, nh);
+        for (x, &sx) in cols.iter().enumerate() {
+            out[y * nw + x] = f32::from(mask.get_pixel(sx as u32, sy as u32)[0] > 0);
+        }
+    }
+    let m = Tensor::from_vec(out, (1, 1, nh, nw), device)?;
+    Ok(pad(&m, pad_divide_by(nh, nw))?)
+}
+
+/// `unpad` + `_post_process`: `[2, H, W]` probabilities at working resolution → the frame's
+/// `(height, width)` (bilinear) → object where its probability beats the background's
+/// (`argmax`, ties to the background). Returns 0/1 per pixel and the probability gap.
+pub fn post_process(
+    prob: &Tensor,
+    pad: [usize; 4],
+    height: usize,
+    width: usize,
+) -> Result<(Vec<u8>, Vec<f32>)> {
+    let (_, ph, pw) = prob.dims3()?;
+    let p = prob
+        .narrow(1, pad[2], ph - pad[2] - pad[3])?
+        .narrow(2, pad[0], pw - pad[0] - pad[1])?
+        .unsqueeze(0)?
+        .upsample_bilinear2d(height, width, false)?
+        .squeeze(0)?
+        .to_dtype(DType::F32)?;
+    let bg: Vec<f32> = p.get(0)?.flatten_all()?.to_vec1()?;
+    let fg: Vec<f32> = p.get(1)?.flatten_all()?.to_vec1()?;
+    let mask = bg.iter().zip(&fg).map(|(b, f)| u8::from(f > b)).collect();
+    let gap = bg.iter().zip(&fg).map(|(b, f)| (f - b).abs()).collect();
+    Ok((mask, gap))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_follow_the_two_formulas() {
+        assert_eq!(frame_size(80, 82), (480, 492));
+        assert_eq!(mask_size(80, 82), (480, 491));
+        assert_eq!(frame_size(71, 97), (480, 655));
+        assert_eq!(frame_size(720, 1280), (480, 853));
+        assert_eq!(pad_divide_by(480, 655), [8, 9, 0, 0]);
+        assert_eq!(pad_divide_by(480, 491), [2, 3, 0, 0]);
+    }
+
+    #[test]
+    fn nearest_matches_pytorch() {
+        assert_eq!(nearest_index(5, 10, 10), 5);
+        assert_eq!(nearest_index(3, 2, 7), 0);
+        assert_eq!(nearest_index(4, 2, 7), 1);
+        assert_eq!(nearest_index(6, 2, 7), 1);
+    }
+}

@@ -1,0 +1,241 @@
+//! XMem++ against XMem2's own `run_on_video` (tools/reference/xmem_fixtures.py) on a tiny
+//! random checkpoint in the `XMem.pth` layout: 160 frames of 97×71 (upscaled to 480×655),
+//! 4 given masks on VideoLISA's dense frames (one empty), one working-memory consolidation.
+
+mod common;
+
+use candle_core::{Device, Tensor};
+use common::fixture;
+use image::GrayImage;
+use std::collections::{BTreeMap, HashMap};
+use videolisa::model::xmem::inference_core::InferenceCore;
+use videolisa::model::xmem::memory::MemoryConfig;
+use videolisa::model::xmem::run_on_video::RunOnVideo;
+use videolisa::model::xmem::video_reader::{frame_tensor, mask_tensor};
+use videolisa::model::xmem::XMem;
+use videolisa::video::Video;
+
+/// Query pixels whose reference top-k choice is at least this far from a tie (in similarity)
+/// are compared at 1e-4; nearer ones can swap the 30th element on f32 rounding.
+const MARGIN: f32 = 3e-3;
+
+fn expected() -> (HashMap<String, Tensor>, serde_json::Value) {
+    let dir = fixture("xmem_tiny");
+    let t = candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
+    let meta = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    (t, meta)
+}
+
+fn bits(t: &Tensor) -> Vec<u8> {
+    let bytes: Vec<u8> = t.to_vec1().unwrap();
+    bytes
+        .iter()
+        .flat_map(|b| (0..8).rev().map(move |i| (b >> i) & 1))
+        .collect()
+}
+
+/// max |a − b| / max |b|, printed.
+fn rel(name: &str, ours: &Tensor, reference: &Tensor) -> f32 {
+    let a: Vec<f32> = ours.flatten_all().unwrap().to_vec1().unwrap();
+    let b: Vec<f32> = reference.flatten_all().unwrap().to_vec1().unwrap();
+    assert_eq!(a.len(), b.len(), "{name}: {} vs {} values", a.len(), b.len());
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+    let err = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale;
+    let off = a
+        .iter()
+        .zip(&b)
+        .filter(|(x, y)| (*x - *y).abs() / scale > 1e-4)
+        .count();
+    println!(
+        "{name}: max relative error {err:.2e} ({off} of {} values above 1e-4)",
+        a.len()
+    );
+    err
+}
+
+fn seed(path: &std::path::Path) -> GrayImage {
+    let img = image::open(path).unwrap().to_rgb8();
+    GrayImage::from_fn(img.width(), img.height(), |x, y| {
+        image::Luma([if img.get_pixel(x, y).0.iter().any(|&c| c > 0) {
+            255
+        } else {
+            0
+        }])
+    })
+}
+
+fn strided(t: &Tensor, s: usize) -> Tensor {
+    let (_, c, h, w) = t.dims4().unwrap();
+    let rows: Vec<u32> = (0..h as u32).step_by(s).collect();
+    let cols: Vec<u32> = (0..w as u32).step_by(s).collect();
+    let t = t.reshape((c, h, w)).unwrap();
+    let t = t
+        .index_select(&Tensor::new(rows.as_slice(), &Device::Cpu).unwrap(), 1)
+        .unwrap();
+    t.index_select(&Tensor::new(cols.as_slice(), &Device::Cpu).unwrap(), 2)
+        .unwrap()
+}
+
+#[test]
+fn xmem_matches_xmem2_run_on_video() {
+    let dir = fixture("xmem_tiny");
+    let (exp, meta) = expected();
+    let dev = Device::Cpu;
+    let net = XMem::open(&dir.join("XMem.pth"), &dev).unwrap();
+    assert_eq!((net.key_dim, net.value_dim, net.hidden_dim), (16, 32, 8));
+    let video = Video::open(dir.join("frames")).unwrap();
+    let n = meta["frames"].as_u64().unwrap() as usize;
+    assert_eq!(video.len(), n);
+    let dense: Vec<usize> = meta["dense"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    let mut frames = BTreeMap::new();
+    video
+        .visit(&dense, |i, img| {
+            frames.insert(i, img.clone());
+            Ok(())
+        })
+        .unwrap();
+    let seeds: BTreeMap<usize, GrayImage> = dense
+        .iter()
+        .map(|&t| (t, seed(&dir.join(format!("masks/frame_{t:06}.png")))))
+        .collect();
+
+    // The first preloaded frame, stage by stage.
+    let first = meta["preload_order"][0].as_u64().unwrap() as usize;
+    let fk = net
+        .encode_key(&frame_tensor(&frames[&first], &dev).unwrap().0)
+        .unwrap();
+    let mut core = InferenceCore::new(&net, MemoryConfig::default());
+    let value = core
+        .put_to_permanent_memory(&net, &fk, &mask_tensor(&seeds[&first], &dev).unwrap())
+        .unwrap();
+    let (_, _, h16, w16) = fk.f16.dims4().unwrap();
+    let mut worst: f32 = 0.0;
+    let mut downstream: f32 = 0.0;
+    let mut readout: f32 = 0.0;
+    for (name, ours) in [
+        ("key", fk.key.reshape((16, h16, w16)).unwrap()),
+        ("shrinkage", fk.shrinkage.reshape((1, h16, w16)).unwrap()),
+        ("selection", fk.selection.reshape((16, h16, w16)).unwrap()),
+        ("f16", fk.f16.squeeze(0).unwrap()),
+        ("f8_s2", strided(&fk.f8, 2)),
+        ("f4_s4", strided(&fk.f4, 4)),
+        ("value", value.squeeze(0).unwrap()),
+    ] {
+        worst = worst.max(rel(&format!("pre0.{name}"), &ours, &exp[&format!("pre0.{name}")]));
+    }
+
+    // The whole run.
+    let mut run = RunOnVideo::new(&net, MemoryConfig::default(), &[seeds], &frames).unwrap();
+    let masks = bits(&exp["masks"]);
+    let ties = bits(&exp["ties"]);
+    let near = bits(&exp["near_ties"]);
+    let (w, h) = (video.info().width as usize, video.info().height as usize);
+    let consolidated_at = meta["consolidated_at"][0].as_str().unwrap().to_string();
+    let mut min_iou: f64 = 1.0;
+    let (mut differing, mut tied) = (0, 0);
+    let mut index = 0;
+    for f in video.frames().unwrap() {
+        let f = f.unwrap();
+        let r = run.step(f.index, &f.image, f.index + 1 == n).unwrap();
+        let ev = format!("step{}", f.index);
+        let core = run.cores().next().unwrap();
+        let consolidated = core.memory.consolidations;
+        let after: usize = consolidated_at.trim_start_matches("step").parse().unwrap();
+        assert_eq!(
+            consolidated,
+            usize::from(f.index >= after),
+            "consolidations after {ev}"
+        );
+        let s = &r.steps[0];
+        if let (Some(reference), Some(ours)) = (exp.get(&format!("{ev}.readout")), &s.readout) {
+            let margin: Vec<f32> = exp[&format!("{ev}.topk_margin")].to_vec1().unwrap();
+            let stable: Vec<u32> = (0..margin.len() as u32)
+                .filter(|&q| margin[q as usize] >= MARGIN)
+                .collect();
+            let ids = Tensor::new(stable.as_slice(), &dev).unwrap();
+            let reference = reference.flatten_from(1).unwrap().index_select(&ids, 1).unwrap();
+            let e = rel(
+                &format!(
+                    "{ev}.readout ({} of {} query pixels with a top-k margin ≥ {MARGIN})",
+                    stable.len(),
+                    margin.len()
+                ),
+                &ours.index_select(&ids, 1).unwrap(),
+                &reference,
+            );
+            readout = readout.max(e);
+            rel(
+                &format!("{ev}.readout (all pixels)"),
+                ours,
+                &exp[&format!("{ev}.readout")],
+            );
+        }
+        let checks: Vec<(&str, Option<Tensor>)> = vec![
+            ("logits4", s.logits4.clone()),
+            ("value", s.value.clone()),
+            ("hidden", core.hidden.clone()),
+            ("value_hidden", core.hidden.clone()),
+            ("key", Some(r.key.key.clone())),
+            ("f16", Some(r.key.f16.clone())),
+        ];
+        for (name, ours) in checks {
+            if let (Some(reference), Some(ours)) = (exp.get(&format!("{ev}.{name}")), ours) {
+                let e = rel(&format!("{ev}.{name}"), &ours, reference);
+                if matches!(name, "logits4" | "hidden" | "value_hidden") {
+                    downstream = downstream.max(e);
+                } else {
+                    worst = worst.max(e);
+                }
+            }
+        }
+        let plane = w * h;
+        let span = index * plane..(index + 1) * plane;
+        let (want, tie, near) = (&masks[span.clone()], &ties[span.clone()], &near[span]);
+        let ours = &r.masks[0];
+        let (mut inter, mut union) = (0usize, 0usize);
+        for p in 0..plane {
+            inter += usize::from(ours[p] == 1 && want[p] == 1);
+            union += usize::from(ours[p] == 1 || want[p] == 1);
+            if ours[p] != want[p] {
+                differing += 1;
+                tied += usize::from(tie[p] == 1);
+                println!(
+                    "frame {}: pixel {p} differs; our probability gap {:.1e}",
+                    f.index, r.gaps[0][p]
+                );
+                assert_eq!(
+                    near[p], 1,
+                    "frame {}: pixel {p} differs where the reference's probabilities are 1e-3 apart or more",
+                    f.index
+                );
+            }
+        }
+        if union > 0 {
+            min_iou = min_iou.min(inter as f64 / union as f64);
+        }
+        index += 1;
+    }
+    assert_eq!(index, n);
+    println!(
+        "masks: {differing} of {} pixels differ ({tied} where the reference ties within 1e-4, all within 1e-3), \
+         min IoU {min_iou:.6}; consolidation at {consolidated_at}; features and values: worst relative \
+         error {worst:.2e}; readouts at stable pixels: {readout:.2e}; logits and hidden states: {downstream:.2e}",
+        n * w * h
+    );
+    // One pixel of a 49×37 frame is 1/1813: the bound allows one flipped near-tie per frame.
+    assert!(min_iou >= 0.998, "min IoU {min_iou}");
+    assert!(differing <= 10, "{differing} pixels differ");
+    assert!(worst <= 1e-4, "worst relative error {worst:.2e}");
+    // The top-k softmax takes exp of similarities up to ~46 in magnitude here, so a key's
+    // 2e-5 relative rounding becomes up to ~1e-3 in an affinity weight.
+    assert!(readout <= 1e-3, "stable readout relative error {readout:.2e}");
+    assert!(
+        downstream <= 1e-3,
+        "logits/hidden relative error {downstream:.2e}"
+    );
+}
