@@ -12,6 +12,11 @@ pub const DEFAULT_MODEL: &str = "ZechenBai/VideoLISA-3.8B";
 /// The CLIP tower VideoLISA was trained with.
 pub const DEFAULT_CLIP: &str = "openai/clip-vit-large-patch14-336";
 
+/// The weight files an XMem++ folder or repository may hold, in order of preference.
+pub const XMEM_FILES: [&str; 2] = ["XMem.pth", "model.safetensors"];
+/// Where XMem's weights are published (the XMem v1.0 release; XMem2 downloads the same file).
+pub const XMEM_URL: &str = "https://github.com/hkchengrex/XMem/releases/download/v1.0/XMem.pth";
+
 /// Which kind of checkpoint a repository holds (decides which files are needed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RepoKind {
@@ -19,6 +24,8 @@ pub enum RepoKind {
     VideoLisa,
     /// CLIP: config, weights, preprocessor config.
     Clip,
+    /// XMem++: `XMem.pth` or `model.safetensors`, nothing else.
+    XMem,
 }
 
 /// Whether `HF_HUB_OFFLINE` asks for offline mode.
@@ -81,6 +88,12 @@ pub fn needed_files(
     have: &dyn Fn(&str) -> bool,
     read: &dyn Fn(&str) -> Option<String>,
 ) -> std::result::Result<Vec<String>, Vec<String>> {
+    if kind == RepoKind::XMem {
+        return match XMEM_FILES.into_iter().find(|f| have(f)) {
+            Some(f) => Ok(vec![f.to_string()]),
+            None => Err(vec!["XMem.pth (or model.safetensors)".into()]),
+        };
+    }
     let mut need = vec!["config.json".to_string()];
     let mut missing = Vec::new();
     if !have("config.json") {
@@ -146,6 +159,7 @@ pub fn needed_files(
                 need.push("preprocessor_config.json".into());
             }
         }
+        RepoKind::XMem => {}
     }
     if missing.is_empty() {
         Ok(need)

@@ -16,6 +16,7 @@ pub mod model;
 pub mod output;
 pub mod preprocess;
 pub mod progress;
+pub mod propagate;
 pub mod run_manifest;
 pub mod sampling;
 pub mod segment;

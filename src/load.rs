@@ -200,3 +200,45 @@ mod tests {
         assert!("f64".parse::<DtypeSpec>().unwrap_err().contains("f64"));
     }
 }
+
+/// Where XMem++'s weights come from (`--xmem`): `XMem.pth` (or a safetensors copy), a folder
+/// holding one, or a hub id whose repository holds one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XMemSpec {
+    /// The path or hub id as given.
+    pub spec: String,
+    /// Never touch the network.
+    pub offline: bool,
+}
+
+impl XMemSpec {
+    /// The weight file, downloading a hub repository when allowed.
+    pub fn resolve(&self) -> Result<std::path::PathBuf> {
+        let path = Path::new(&self.spec);
+        if path.is_file() {
+            return Ok(path.to_path_buf());
+        }
+        let missing = |p: &Path| Error::MissingFile {
+            path: p.to_path_buf(),
+            what: format!("XMem's weights, XMem.pth (download {})", hub::XMEM_URL),
+        };
+        if !path.exists() && hub::local_path_reason(&self.spec).is_some() {
+            return Err(missing(path));
+        }
+        let dir = if path.is_dir() {
+            path.to_path_buf()
+        } else {
+            hub::resolve(&self.spec, RepoKind::XMem, self.offline)?
+        };
+        hub::XMEM_FILES
+            .iter()
+            .map(|f| dir.join(f))
+            .find(|p| p.is_file())
+            .ok_or_else(|| missing(&dir.join(hub::XMEM_FILES[0])))
+    }
+
+    /// Loads the network in f32 on `device`.
+    pub fn load(&self, device: &Device) -> Result<crate::model::xmem::XMem> {
+        crate::model::xmem::XMem::open(&self.resolve()?, device)
+    }
+}

@@ -11,6 +11,7 @@ use videolisa::commands::segment::{self as seg, SegmentArgs};
 use videolisa::eval::datasets::{parse_shard, Dataset, DatasetKind};
 use videolisa::eval::run::EvalOptions;
 use videolisa::eval::score::{MissingExpression, Protocol, ScoreOptions};
+use videolisa::load::XMemSpec;
 use videolisa::load::{DeviceSpec, DtypeSpec, LoadSpec};
 use videolisa::output::OutputFormats;
 use videolisa::segment::SegmentOptions;
@@ -153,9 +154,17 @@ enum Command {
         /// Foreground value of the mask PNGs, 1–255 (100 for the Ref-DAVIS raw layout).
         #[arg(long, default_value_t = 255, value_parser = clap::value_parser!(u8).range(1..))]
         mask_value: u8,
-        /// Write intermediates (ids, sampled indices, visual tokens, prompt, logits) to DIR.
+        /// Write intermediates (ids, sampled indices, visual tokens, prompt, logits; with
+        /// --propagate also XMem++'s of the first unseeded and the last frame) to DIR.
         #[arg(long, value_name = "DIR")]
         dump: Option<PathBuf>,
+        /// Post-optimization: SAM segments only the 4 dense frames, and XMem++ propagates their
+        /// masks through the video (the paper's "Post-optimization" rows). Needs --xmem.
+        #[arg(long)]
+        propagate: bool,
+        /// XMem++ weights: XMem.pth (or a safetensors copy), a folder holding it, or a hub id.
+        #[arg(long, value_name = "PATH|HUB_ID", requires = "propagate")]
+        xmem: Option<String>,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
@@ -228,6 +237,12 @@ enum Command {
         /// Ref-DAVIS protocol.
         #[arg(long, value_enum, default_value_t = Protocol::Default)]
         protocol: Protocol,
+        /// Post-optimization (XMem++ from the dense frames' masks), as `segment --propagate`.
+        #[arg(long, conflicts_with = "merge")]
+        propagate: bool,
+        /// XMem++ weights: XMem.pth (or a safetensors copy), a folder holding it, or a hub id.
+        #[arg(long, value_name = "PATH|HUB_ID", requires = "propagate")]
+        xmem: Option<String>,
         #[command(flatten)]
         m: ModelArgs,
         /// Print the summary as JSON.
@@ -304,8 +319,11 @@ fn run(cli: Cli) -> Result<()> {
             rle,
             mask_value,
             dump,
+            propagate,
+            xmem,
             json,
         } => {
+            let propagate = xmem_spec(propagate, xmem, m.offline)?;
             let formats = OutputFormats {
                 mask_value,
                 overlay_png: overlay,
@@ -326,6 +344,7 @@ fn run(cli: Cli) -> Result<()> {
                 dense: m.dense,
                 sam_batch: m.sam_batch,
                 dump,
+                propagate,
             };
             segment_cmd(&args, json)
         }
@@ -386,10 +405,13 @@ fn run(cli: Cli) -> Result<()> {
             merge,
             fresh,
             protocol,
+            propagate,
+            xmem,
             m,
             json,
         } => {
             let opts = EvalOptions {
+                xmem: xmem_spec(propagate, xmem, m.offline)?,
                 shard,
                 protocol,
                 segment: SegmentOptions {
@@ -481,12 +503,28 @@ fn batch_cmd(args: &BatchArgs, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// `--propagate` / `--xmem` as a typed spec; `--propagate` alone is a usage error.
+fn xmem_spec(propagate: bool, xmem: Option<String>, offline: bool) -> Result<Option<XMemSpec>> {
+    match (propagate, xmem) {
+        (false, _) => Ok(None),
+        (true, Some(spec)) => Ok(Some(XMemSpec { spec, offline })),
+        (true, None) => Err(videolisa::Error::Invalid(format!(
+            "--propagate needs --xmem PATH: XMem's weights, XMem.pth ({})",
+            videolisa::hub::XMEM_URL
+        ))
+        .into()),
+    }
+}
+
 fn segment_cmd(args: &SegmentArgs, json: bool) -> Result<()> {
     let summary = seg::run(args)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         print!("{}", seg::render_text(&summary, &args.out));
+    }
+    for note in summary.propagation.iter().flat_map(|p| &p.notes) {
+        eprintln!("note: {note}");
     }
     if summary.warnings.is_empty() {
         return Ok(());

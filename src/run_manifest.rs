@@ -126,14 +126,19 @@ impl RunManifest {
 /// whole of every small file (configs, tokenizer) and the first and last 64 KiB of every large
 /// one (weights), so that a changed checkpoint is noticed without reading gigabytes.
 pub fn fingerprint(dir: &Path) -> Result<String> {
-    const SMALL: u64 = 4 << 20;
-    const EDGE: u64 = 64 << 10;
     let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file())
         .collect();
     names.sort();
+    fingerprint_files(names)
+}
+
+/// [`fingerprint`] of the given files (in this order), e.g. one weight file.
+pub fn fingerprint_files(names: Vec<PathBuf>) -> Result<String> {
+    const SMALL: u64 = 4 << 20;
+    const EDGE: u64 = 64 << 10;
     let mut h = Sha256::new();
     for p in names {
         let len = std::fs::metadata(&p).map_err(|e| Error::io(&p, e))?.len();

@@ -5,6 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::model::videolisa::{PromptEmbedding, VideoLisa};
+use crate::model::xmem::XMem;
 use crate::output::{write_atomic, FrameOutputs, OutputFormats};
 use crate::preprocess::{ClipTransform, Planar};
 use crate::sampling::Sampling;
@@ -14,6 +15,7 @@ use candle_core::{DType, Tensor};
 use image::{GrayImage, RgbImage};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// What `segment` does besides computing masks.
@@ -33,6 +35,9 @@ pub struct SegmentOptions {
     pub keep_logits: bool,
     /// Write `summary.json` into the output folder.
     pub write_summary: bool,
+    /// Post-optimization: XMem++ propagates SAM's masks of the dense frames through the video
+    /// instead of SAM decoding every frame.
+    pub propagate: Option<Arc<XMem>>,
 }
 
 impl Default for SegmentOptions {
@@ -45,6 +50,7 @@ impl Default for SegmentOptions {
             dump: None,
             keep_logits: false,
             write_summary: true,
+            propagate: None,
         }
     }
 }
@@ -64,6 +70,9 @@ pub struct StageSeconds {
     pub sam_encode: f64,
     /// SAM mask decoder + post-processing (all frames × prompts).
     pub sam_decode: f64,
+    /// XMem++ over every frame (`--propagate`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xmem: Option<f64>,
     /// Writing outputs.
     pub write: f64,
     /// Wall time of the whole call.
@@ -143,8 +152,24 @@ pub struct SegmentSummary {
     /// Outputs that could not be written (an overlay video), each with its cause; the masks
     /// are complete regardless.
     pub warnings: Vec<String>,
+    /// What XMem++ did (`--propagate` runs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub propagation: Option<PropagationSummary>,
     /// Seconds per stage.
     pub seconds: StageSeconds,
+}
+
+/// What the XMem++ stage reports.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PropagationSummary {
+    /// The frames whose SAM masks seeded XMem++'s permanent memory (the dense frames).
+    pub seed_frames: Vec<usize>,
+    /// Per prompt: seed frames whose SAM mask was empty.
+    pub empty_seeds: Vec<Vec<usize>>,
+    /// Per prompt: working-memory consolidations into long-term memory.
+    pub consolidations: Vec<usize>,
+    /// Prompts the stage could not propagate (no non-empty seed mask): their masks are empty.
+    pub notes: Vec<String>,
 }
 
 /// Everything `segment` computed.
@@ -253,10 +278,13 @@ fn encode_sparse_frames(model: &VideoLisa, inputs: &SparseInputs, sec: &mut Stag
 /// What a [`MaskSink`] hands back: write failures, foreground pixels per prompt, kept logits.
 type SinkTotals = (Vec<String>, Vec<u64>, Option<Vec<Tensor>>);
 
-/// The per-frame outputs of every prompt, and what is kept besides the files.
-struct MaskSink {
+/// Where every frame's masks go: the writers of each prompt, foreground counts, and the logits
+/// kept for dumps. Mask stages push into it; it knows nothing of how masks were made.
+pub struct MaskSink {
     writers: Option<Vec<FrameOutputs>>,
     frame_names: Vec<String>,
+    width: u32,
+    height: u32,
     keep_logits: bool,
     logits: Vec<Vec<Tensor>>,
     foreground: Vec<u64>,
@@ -283,6 +311,8 @@ impl MaskSink {
         Ok(MaskSink {
             writers,
             frame_names: info.frame_names.clone(),
+            width: info.width,
+            height: info.height,
             keep_logits: opts.keep_logits || opts.dump.is_some(),
             logits: vec![Vec::new(); prompts.len()],
             foreground: vec![0; prompts.len()],
@@ -295,15 +325,29 @@ impl MaskSink {
         let values: Vec<f32> = logits.flatten_all()?.to_vec1()?;
         for ((index, frame), px) in batch.iter().zip(values.chunks(w * h)) {
             let mask: Vec<u8> = px.iter().map(|&v| u8::from(v > 0.0)).collect();
-            self.foreground[k] += mask.iter().map(|&v| u64::from(v)).sum::<u64>();
-            if let Some(ws) = self.writers.as_mut() {
-                let ids =
-                    GrayImage::from_raw(w as u32, h as u32, mask).expect("mask buffer has the frame size");
-                ws[k].push(&self.frame_names[*index], frame.as_ref(), &ids)?;
-            }
+            self.push_mask(k, *index, frame.as_ref(), mask)?;
         }
         if self.keep_logits {
             self.logits[k].push(logits);
+        }
+        Ok(())
+    }
+
+    /// Writes prompt `k`'s 0/1 mask (frame size, row-major) of frame `index`; `frame` is the
+    /// picture when overlays are written.
+    pub fn push_mask(
+        &mut self,
+        k: usize,
+        index: usize,
+        frame: Option<&RgbImage>,
+        mask: Vec<u8>,
+    ) -> Result<()> {
+        self.foreground[k] += mask.iter().map(|&v| u64::from(v)).sum::<u64>();
+        if let Some(ws) = self.writers.as_mut() {
+            let ids = GrayImage::from_raw(self.width, self.height, mask).ok_or_else(|| {
+                Error::Runtime(format!("a mask of frame {index} does not have the frame size"))
+            })?;
+            ws[k].push(&self.frame_names[index], frame, &ids)?;
         }
         Ok(())
     }
@@ -315,7 +359,8 @@ impl MaskSink {
         for w in self.writers.into_iter().flatten() {
             warnings.extend(w.finish()?);
         }
-        let logits = if self.keep_logits {
+        // A stage that makes masks without logits (XMem++) leaves nothing to keep.
+        let logits = if self.keep_logits && self.logits.iter().all(|l| !l.is_empty()) {
             Some(
                 self.logits
                     .into_iter()
@@ -367,6 +412,46 @@ fn read_sam_frames(
     (decode, preprocess)
 }
 
+/// What a mask stage works from: the model, the video, its sampling, and each prompt's SAM
+/// prompt embedding `[1, 1, D]` from the LLM.
+pub struct StageInput<'a> {
+    /// The loaded model (SAM is `model.visual_model`).
+    pub model: &'a VideoLisa,
+    /// The video.
+    pub video: &'a Video,
+    /// Its sparse and dense frames.
+    pub sampling: &'a Sampling,
+    /// Per prompt, SAM's sparse prompt embedding.
+    pub prompts: &'a [Tensor],
+    /// The run's options.
+    pub opts: &'a SegmentOptions,
+}
+
+/// The per-frame mask producer, the stage after the LLM: it hands every frame's mask of every
+/// prompt to the sink, in frame order, and keeps whatever state it needs per prompt.
+pub trait MaskStage {
+    /// Produces the masks; adds its time to `sec`.
+    fn run(&mut self, input: &StageInput<'_>, sink: &mut MaskSink, sec: &mut StageSeconds) -> Result<()>;
+    /// What the stage reports in the summary, if anything.
+    fn summary(&self) -> Option<PropagationSummary> {
+        None
+    }
+}
+
+/// VideoLISA's default: SAM decodes every frame with the prompt (One-Token-Seg-All).
+pub struct SamEveryFrame;
+
+impl MaskStage for SamEveryFrame {
+    fn run(&mut self, input: &StageInput<'_>, sink: &mut MaskSink, sec: &mut StageSeconds) -> Result<()> {
+        sam_every_frame(input.model, input.video, input.prompts, sink, input.opts, sec)
+    }
+}
+
+/// Whether the outputs need the frames themselves (overlays).
+pub fn keeps_frames(opts: &SegmentOptions) -> bool {
+    opts.formats.overlay_png || opts.formats.overlay_mp4.is_some()
+}
+
 /// SAM over every frame: frames are decoded on a second thread while SAM encodes them in
 /// batches and decodes each batch once per prompt; masks go to `sink`.
 fn sam_every_frame(
@@ -378,7 +463,7 @@ fn sam_every_frame(
     sec: &mut StageSeconds,
 ) -> Result<()> {
     let batch = opts.sam_batch.max(1);
-    let keep_frames = opts.formats.overlay_png || opts.formats.overlay_mp4.is_some();
+    let keep_frames = keeps_frames(opts);
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<SamFrame>>(2 * batch);
     std::thread::scope(|scope| {
         let reader = scope.spawn(move || read_sam_frames(model, video, keep_frames, tx));
@@ -497,9 +582,21 @@ pub fn segment_prepared(
         .map(|e| e.embedding.unsqueeze(1))
         .collect::<candle_core::Result<_>>()?;
     let mut sink = MaskSink::new(out, prompts, &info, opts)?;
-    sam_every_frame(model, video, &sparse_prompts, &mut sink, opts, &mut sec)?;
+    let mut stage: Box<dyn MaskStage> = match &opts.propagate {
+        None => Box::new(SamEveryFrame),
+        Some(xmem) => Box::new(crate::propagate::XMemPropagation::new(xmem.clone(), prompts)),
+    };
+    let input = StageInput {
+        model,
+        video,
+        sampling: &sampling,
+        prompts: &sparse_prompts,
+        opts,
+    };
+    stage.run(&input, &mut sink, &mut sec)?;
     let t = Instant::now();
     let (warnings, foreground, logits) = sink.finish()?;
+    let propagation = stage.summary();
     sec.write += t.elapsed().as_secs_f64();
 
     let plane_total = (u64::from(info.width) * u64::from(info.height) * info.frames as u64).max(1) as f64;
@@ -536,6 +633,7 @@ pub fn segment_prepared(
         prompts: summaries,
         warnings,
         video: info,
+        propagation,
         seconds: sec,
     };
     let mut result = Segmented {

@@ -232,6 +232,7 @@ fn eval_runs_each_layout_and_shards_merge_to_one_run() {
         let split = write(kind, root.path(), &small).unwrap();
         let ds = Dataset::load(kind, root.path(), &split).unwrap();
         let opts = |shard| EvalOptions {
+            xmem: None,
             shard,
             protocol: Protocol::Default,
             segment: SegmentOptions::default(),

@@ -19,8 +19,7 @@ use videolisa::video::Video;
 /// are compared at 1e-4; nearer ones can swap the 30th element on f32 rounding.
 const MARGIN: f32 = 3e-3;
 
-fn expected() -> (HashMap<String, Tensor>, serde_json::Value) {
-    let dir = fixture("xmem_tiny");
+fn expected(dir: &std::path::Path) -> (HashMap<String, Tensor>, serde_json::Value) {
     let t = candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
     let meta = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     (t, meta)
@@ -78,11 +77,30 @@ fn strided(t: &Tensor, s: usize) -> Tensor {
 
 #[test]
 fn xmem_matches_xmem2_run_on_video() {
-    let dir = fixture("xmem_tiny");
-    let (exp, meta) = expected();
+    check(&fixture("xmem_tiny"));
+}
+
+/// The same on real XMem sizes (64/512/64, ResNet-50/18) and an 854×480 clip of 40 frames:
+/// `python tools/reference/xmem_fixtures.py --full DIR`, then `XMEM_FULL=DIR cargo test
+/// --release --test xmem_parity -- --ignored`.
+#[test]
+#[ignore]
+fn xmem_full_size_matches_xmem2() {
+    let dir = std::env::var("XMEM_FULL").unwrap_or_else(|_| "target/xmem_full".into());
+    check(std::path::Path::new(&dir));
+}
+
+fn check(dir: &std::path::Path) {
+    let (exp, meta) = expected(dir);
     let dev = Device::Cpu;
     let net = XMem::open(&dir.join("XMem.pth"), &dev).unwrap();
-    assert_eq!((net.key_dim, net.value_dim, net.hidden_dim), (16, 32, 8));
+    let dims = &meta["config"];
+    let dim = |k: &str| dims[k].as_u64().unwrap() as usize;
+    assert_eq!(
+        (net.key_dim, net.value_dim, net.hidden_dim),
+        (dim("key_dim"), dim("value_dim"), dim("hidden_dim"))
+    );
+    let ck = net.key_dim;
     let video = Video::open(dir.join("frames")).unwrap();
     let n = meta["frames"].as_u64().unwrap() as usize;
     assert_eq!(video.len(), n);
@@ -118,9 +136,9 @@ fn xmem_matches_xmem2_run_on_video() {
     let mut downstream: f32 = 0.0;
     let mut readout: f32 = 0.0;
     for (name, ours) in [
-        ("key", fk.key.reshape((16, h16, w16)).unwrap()),
+        ("key", fk.key.reshape((ck, h16, w16)).unwrap()),
         ("shrinkage", fk.shrinkage.reshape((1, h16, w16)).unwrap()),
-        ("selection", fk.selection.reshape((16, h16, w16)).unwrap()),
+        ("selection", fk.selection.reshape((ck, h16, w16)).unwrap()),
         ("f16", fk.f16.squeeze(0).unwrap()),
         ("f8_s2", strided(&fk.f8, 2)),
         ("f4_s4", strided(&fk.f4, 4)),
@@ -135,17 +153,23 @@ fn xmem_matches_xmem2_run_on_video() {
     let ties = bits(&exp["ties"]);
     let near = bits(&exp["near_ties"]);
     let (w, h) = (video.info().width as usize, video.info().height as usize);
-    let consolidated_at = meta["consolidated_at"][0].as_str().unwrap().to_string();
+    let consolidated_at = meta["consolidated_at"][0].as_str().unwrap_or("never").to_string();
+    let after: usize = consolidated_at
+        .trim_start_matches("step")
+        .parse()
+        .unwrap_or(usize::MAX);
+    let mut step_seconds = 0.0;
     let mut min_iou: f64 = 1.0;
-    let (mut differing, mut tied) = (0, 0);
+    let (mut differing, mut tied, mut unexplained) = (0, 0, 0);
     let mut index = 0;
     for f in video.frames().unwrap() {
         let f = f.unwrap();
+        let t = std::time::Instant::now();
         let r = run.step(f.index, &f.image, f.index + 1 == n).unwrap();
+        step_seconds += t.elapsed().as_secs_f64();
         let ev = format!("step{}", f.index);
         let core = run.cores().next().unwrap();
         let consolidated = core.memory.consolidations;
-        let after: usize = consolidated_at.trim_start_matches("step").parse().unwrap();
         assert_eq!(
             consolidated,
             usize::from(f.index >= after),
@@ -204,15 +228,16 @@ fn xmem_matches_xmem2_run_on_video() {
             if ours[p] != want[p] {
                 differing += 1;
                 tied += usize::from(tie[p] == 1);
-                println!(
-                    "frame {}: pixel {p} differs; our probability gap {:.1e}",
-                    f.index, r.gaps[0][p]
-                );
-                assert_eq!(
-                    near[p], 1,
-                    "frame {}: pixel {p} differs where the reference's probabilities are 1e-3 apart or more",
-                    f.index
-                );
+                if near[p] != 1 {
+                    unexplained += 1;
+                    if unexplained <= 5 {
+                        println!(
+                            "frame {}: pixel {p} differs where the reference's probabilities are 1e-3 apart \
+                             or more (ours: {:.1e})",
+                            f.index, r.gaps[0][p]
+                        );
+                    }
+                }
             }
         }
         if union > 0 {
@@ -222,14 +247,32 @@ fn xmem_matches_xmem2_run_on_video() {
     }
     assert_eq!(index, n);
     println!(
-        "masks: {differing} of {} pixels differ ({tied} where the reference ties within 1e-4, all within 1e-3), \
+        "XMem++ step: {:.3} s/frame here, {:.3} s/frame in the reference run ({} torch threads)",
+        step_seconds / n as f64,
+        meta["step_seconds_per_frame"].as_f64().unwrap_or(f64::NAN),
+        meta["torch_threads"]
+    );
+    println!(
+        "masks: {differing} of {} pixels differ ({tied} where the reference ties within 1e-4, {unexplained} where \
+         it is 1e-3 apart or more), \
          min IoU {min_iou:.6}; consolidation at {consolidated_at}; features and values: worst relative \
          error {worst:.2e}; readouts at stable pixels: {readout:.2e}; logits and hidden states: {downstream:.2e}",
         n * w * h
     );
-    // One pixel of a 49×37 frame is 1/1813: the bound allows one flipped near-tie per frame.
-    assert!(min_iou >= 0.998, "min IoU {min_iou}");
-    assert!(differing <= 10, "{differing} pixels differ");
+    // Rounding can flip a pixel whose probabilities are a little further apart (one in 16.4 M
+    // at full size); more than one in a million is not rounding.
+    let pixels = n * w * h;
+    assert!(
+        unexplained * 1_000_000 <= pixels,
+        "{unexplained} pixels differ where the reference does not tie within 1e-3"
+    );
+    // One pixel of a 49×37 frame is 1/1813 of it: there the bound allows one flipped near-tie.
+    let iou_bound = if w * h > 100_000 { 0.999 } else { 0.998 };
+    assert!(min_iou >= iou_bound, "min IoU {min_iou}");
+    assert!(
+        differing as f64 <= 1e-4 * (n * w * h) as f64,
+        "{differing} pixels differ"
+    );
     assert!(worst <= 1e-4, "worst relative error {worst:.2e}");
     // The top-k softmax takes exp of similarities up to ~46 in magnitude here, so a key's
     // 2e-5 relative rounding becomes up to ~1e-3 in an affinity weight.

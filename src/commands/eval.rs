@@ -7,9 +7,13 @@ use crate::error::{Error, Result};
 use crate::eval::datasets::{Dataset, DatasetKind};
 use crate::eval::run::{eval, finish, EvalOptions, EvalSummary};
 use crate::eval::score::{score, write_reports, Protocol, ScoreOptions, ScoreReport};
+use crate::load::XMemSpec;
 use crate::load::{load_resolved, LoadSpec};
 use crate::model::videolisa::VideoLisa;
-use crate::run_manifest::{model_settings, prepare_resume, Resume, RunManifest, MANIFEST_FILE};
+use crate::model::xmem::XMem;
+use crate::run_manifest::{
+    fingerprint_files, model_settings, prepare_resume, Resume, RunManifest, MANIFEST_FILE,
+};
 use crate::sampling::Sampling;
 use crate::tokenizer::check_instruction;
 use std::path::Path;
@@ -91,12 +95,21 @@ pub fn run_eval(
         model_settings(&paths, &options, opts.segment.n_sparse, opts.segment.n_dense)?;
     settings.insert("dataset".into(), format!("{} {}", ds.kind.name(), ds.split));
     info.insert("root".into(), ds.root.display().to_string());
+    let xmem_path = opts.xmem.as_ref().map(XMemSpec::resolve).transpose()?;
+    if let Some(x) = &xmem_path {
+        settings.insert("propagate".into(), fingerprint_files(vec![x.clone()])?);
+        info.insert("xmem_path".into(), x.display().to_string());
+    }
     let mut manifest = RunManifest::new("eval", settings, info);
     manifest.entries = owned_entries(ds);
     let resume = prepare_resume(out, &manifest, fresh, &manifest.entries)?;
     let model = load_resolved(&paths, options)?;
     check_sequences(&model, ds, opts)?;
-    let mut summary = eval(&model, ds, out, opts)?;
+    let mut opts = opts.clone();
+    if let Some(x) = &xmem_path {
+        opts.segment.propagate = Some(std::sync::Arc::new(XMem::open(x, &model.options.device)?));
+    }
+    let mut summary = eval(&model, ds, out, &opts)?;
     summary.resumed_run = match resume {
         Resume::Continue(prev) => Some(prev.started),
         _ => None,

@@ -3,10 +3,12 @@
 //! folder that holds exactly this run's results, with its run manifest.
 
 use crate::error::{Error, Result};
-use crate::load::LoadSpec;
+use crate::load::{LoadSpec, XMemSpec};
 use crate::model::videolisa::VideoLisa;
 use crate::output::OutputFormats;
-use crate::run_manifest::{ensure_writable, model_settings, prepare_replace, RunManifest, MANIFEST_FILE};
+use crate::run_manifest::{
+    ensure_writable, fingerprint_files, model_settings, prepare_replace, RunManifest, MANIFEST_FILE,
+};
 use crate::sampling::Sampling;
 use crate::segment::{segment, PromptSpec, SegmentOptions, SegmentSummary};
 use crate::tokenizer::{check_instruction, Template};
@@ -38,11 +40,22 @@ pub struct SegmentArgs {
     pub sam_batch: usize,
     /// Dump dir.
     pub dump: Option<PathBuf>,
+    /// Post-optimization with these XMem++ weights (`--propagate --xmem`).
+    pub propagate: Option<XMemSpec>,
 }
 
 /// The run manifest of a `segment` run: what decides its masks, and the entries it writes.
-fn manifest(a: &SegmentArgs, model: &VideoLisa, prompts: &[PromptSpec]) -> Result<RunManifest> {
+fn manifest(
+    a: &SegmentArgs,
+    model: &VideoLisa,
+    prompts: &[PromptSpec],
+    xmem: Option<&Path>,
+) -> Result<RunManifest> {
     let (mut settings, mut info) = model_settings(&model.paths, &model.options, a.sparse, a.dense)?;
+    if let Some(x) = xmem {
+        settings.insert("propagate".into(), fingerprint_files(vec![x.to_path_buf()])?);
+        info.insert("xmem_path".into(), x.display().to_string());
+    }
     settings.insert("template".into(), format!("{:?}", a.template).to_lowercase());
     settings.insert("mask_value".into(), a.formats.mask_value.to_string());
     info.insert("video".into(), a.video.display().to_string());
@@ -100,8 +113,16 @@ pub fn run(a: &SegmentArgs) -> Result<SegmentSummary> {
     Sampling::check(a.sparse, a.dense)?;
     let video = Video::open(&a.video)?;
     check_output_folder(&a.out, a.force)?;
+    let xmem_path = a.propagate.as_ref().map(XMemSpec::resolve).transpose()?;
     let model = a.load.load()?;
-    let mut manifest = manifest(a, &model, &prompts)?;
+    let xmem = match &xmem_path {
+        Some(p) => Some(std::sync::Arc::new(crate::model::xmem::XMem::open(
+            p,
+            &model.options.device,
+        )?)),
+        None => None,
+    };
+    let mut manifest = manifest(a, &model, &prompts, xmem_path.as_deref())?;
     prepare_replace(&a.out, &mut manifest, a.force)?;
     let mut formats = a.formats.clone();
     if formats.overlay_mp4.is_some() {
@@ -115,6 +136,7 @@ pub fn run(a: &SegmentArgs) -> Result<SegmentSummary> {
         dump: a.dump.clone(),
         keep_logits: false,
         write_summary: true,
+        propagate: xmem,
     };
     let summary = segment(&model, &video, &prompts, Some(&a.out), &opts)?.summary;
     manifest.finish(&a.out)?;
@@ -143,8 +165,9 @@ pub fn render_text(s: &SegmentSummary, out: &Path) -> String {
         );
     }
     let c = &s.seconds;
+    let xmem = c.xmem.map(|x| format!(", xmem++ {x:.2}")).unwrap_or_default();
     t += &format!(
-        "seconds: decode {:.2}, preprocess {:.2}, clip {:.2}, llm {:.2}, sam encode {:.2}, sam decode {:.2}, write {:.2}, total {:.2}\n",
+        "seconds: decode {:.2}, preprocess {:.2}, clip {:.2}, llm {:.2}, sam encode {:.2}, sam decode {:.2}{xmem}, write {:.2}, total {:.2}\n",
         c.decode, c.preprocess, c.clip, c.llm, c.sam_encode, c.sam_decode, c.write, c.total
     );
     t

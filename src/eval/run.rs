@@ -39,6 +39,9 @@ pub struct EvalOptions {
     pub protocol: Protocol,
     /// Pipeline options (frames, batch).
     pub segment: SegmentOptions,
+    /// Post-optimization with these XMem++ weights (`--propagate --xmem`); loaded by `run_eval`
+    /// onto the model's device.
+    pub xmem: Option<crate::load::XMemSpec>,
 }
 
 /// What an `eval` run did.

@@ -23,6 +23,7 @@ hidden state, memory readout with each query pixel's top-k margin, 1/4-scale log
 import json
 import os
 import sys
+import time
 
 import numpy as np
 import torch
@@ -305,7 +306,10 @@ def patch_xmem2(net):
 
     def step(self, *a, **k):
         STATE["event"] = f"step{self.curr_ti + 1}"
-        return orig_step(self, *a, **k)
+        t = time.perf_counter()
+        out = orig_step(self, *a, **k)
+        STATE["step_seconds"] = STATE.get("step_seconds", 0.0) + time.perf_counter() - t
+        return out
 
     def put(self, image, mask, ti=None):
         STATE["event"] = f"pre{len(STATE['preload_order'])}"
@@ -392,6 +396,7 @@ def main():
     fg = [float(m.mean()) for m in masks]
     meta = dict(frames=n_frames, width=w, height=h, dense=dense, empty_seed=empty, preload_order=order,
                 consolidated_at=STATE["compress"], dumped=sorted(DUMP),
+                torch_threads=torch.get_num_threads(), step_seconds_per_frame=STATE["step_seconds"] / n_frames,
                 foreground_min=min(fg), foreground_max=max(fg), tie_pixels=int(sum(t.sum() for t in ties)),
                 config=config_dims(net))
     with open(f"{out}/expected.json", "w") as f:

@@ -147,18 +147,45 @@ pub fn similarity(mk: &Tensor, ms: &Tensor, qk: &Tensor, qe: &Tensor) -> candle_
     s.broadcast_mul(ms)? / (ck as f64).sqrt()
 }
 
-/// The top-k softmax of one query row (`do_softmax` with `top_k`: no maximum subtracted,
-/// the similarities are ≤ 0): the `k` largest entries and their weights.
-fn top_k_row(row: &[f32], k: usize) -> Vec<(u32, f32)> {
-    let k = k.min(row.len());
-    let mut idx: Vec<u32> = (0..row.len() as u32).collect();
-    if k < row.len() {
-        idx.select_nth_unstable_by(k - 1, |&a, &b| row[b as usize].total_cmp(&row[a as usize]));
-        idx.truncate(k);
+/// The top-k softmax of one query row of `n` similarities given by `sim` (`do_softmax` with
+/// `top_k`: no maximum subtracted, the similarities are ≤ 0): the `k` largest entries and their
+/// weights.
+fn top_k_row(n: usize, k: usize, sim: impl Fn(usize) -> f32) -> Vec<(u32, f32)> {
+    let k = k.min(n);
+    // The k best so far and the position of the worst of them; a later element enters only
+    // when it beats that worst one, which after the first few hundred elements is rare.
+    let mut best: Vec<(u32, f32)> = (0..k).map(|i| (i as u32, sim(i))).collect();
+    let worst = |b: &[(u32, f32)]| {
+        (0..b.len())
+            .min_by(|&x, &y| b[x].1.total_cmp(&b[y].1))
+            .expect("k ≥ 1")
+    };
+    let mut w = worst(&best);
+    for i in k..n {
+        let v = sim(i);
+        if v > best[w].1 {
+            best[w] = (i as u32, v);
+            w = worst(&best);
+        }
     }
-    let exps: Vec<f32> = idx.iter().map(|&i| row[i as usize].exp()).collect();
+    let exps: Vec<f32> = best.iter().map(|&(_, v)| v.exp()).collect();
     let sum: f32 = exps.iter().sum();
-    idx.into_iter().zip(exps).map(|(i, e)| (i, e / sum)).collect()
+    best.iter().zip(exps).map(|(&(i, _), e)| (i, e / sum)).collect()
+}
+
+/// Runs `f` on the f32 values of `t` in row-major order, borrowing them where `t` is a
+/// contiguous CPU tensor and copying otherwise.
+fn with_host_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    if t.dtype() == DType::F32 && t.is_contiguous() {
+        let (storage, layout) = t.storage_and_layout();
+        if let candle_core::Storage::Cpu(cpu) = &*storage {
+            let data: &[f32] = cpu.as_slice()?;
+            let start = layout.start_offset();
+            return Ok(f(&data[start..start + t.elem_count()]));
+        }
+    }
+    let v: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    Ok(f(&v))
 }
 
 /// `MemoryManager` for one object: the three stores and the consolidation between them.
@@ -201,22 +228,33 @@ impl MemoryManager {
         let keys: Vec<&Tensor> = stores.iter().filter_map(|s| s.key.as_ref()).collect();
         let shr: Vec<&Tensor> = stores.iter().filter_map(|s| s.shrinkage.as_ref()).collect();
         let mk = Tensor::cat(&keys, 1)?;
-        let ms = Tensor::cat(&shr, 1)?;
-        let sim = similarity(&mk, &ms, qk, qe)?;
-        let (hw, n) = sim.dims2()?;
-        let sim: Vec<f32> = sim.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let ms: Vec<f32> = Tensor::cat(&shr, 1)?.flatten_all()?.to_vec1()?;
+        // One product gives −(mk²)ᵀqe + 2·mkᵀ(qk⊙qe) for every (query, memory) pair; the
+        // query's Σ qe⊙qk², the shrinkage and 1/√C_k are applied while scanning each row.
+        let lhs = Tensor::cat(&[qe, &qk.mul(qe)?], 0)?.t()?.contiguous()?;
+        let rhs = Tensor::cat(&[&mk.sqr()?.neg()?, &(&mk * 2.0)?], 0)?.contiguous()?;
+        let raw = lhs.matmul(&rhs)?;
+        let b_sq: Vec<f32> = qe.mul(&qk.sqr()?)?.sum(0)?.to_vec1()?;
+        let scale = 1.0 / (mk.dim(0)? as f32).sqrt();
         let k = self.config.top_k;
-        let rows: Vec<Vec<(u32, f32)>> = sim.par_chunks(n).map(|r| top_k_row(r, k)).collect();
-
+        let rows: Vec<Vec<(u32, f32)>> = with_host_slice(&raw, |sim| {
+            let n = ms.len();
+            sim.par_chunks(n)
+                .zip(&b_sq)
+                .map(|(r, &b)| top_k_row(n, k, |i| (r[i] - b) * ms[i] * scale))
+                .collect()
+        })?;
+        let hw = rows.len();
+        let n = ms.len();
         let (nl, nt) = (self.long.size(), self.temporary.size());
         let cv = self.cv;
         let mut usage = vec![0f32; n];
-        let mut out = vec![0f32; hw * cv];
         for row in &rows {
             for &(i, w) in row {
                 usage[i as usize] += w;
             }
         }
+        let mut out = vec![0f32; hw * cv];
         out.par_chunks_mut(cv).zip(&rows).for_each(|(o, row)| {
             for &(i, w) in row {
                 let i = i as usize;
@@ -334,7 +372,7 @@ mod tests {
     #[test]
     fn top_k_softmax_keeps_the_largest() {
         let row = [-5.0f32, -0.5, -3.0, -0.1, -9.0];
-        let r = top_k_row(&row, 2);
+        let r = top_k_row(row.len(), 2, |i| row[i]);
         let mut ids: Vec<u32> = r.iter().map(|p| p.0).collect();
         ids.sort();
         assert_eq!(ids, vec![1, 3]);
@@ -343,7 +381,7 @@ mod tests {
         let w3 = r.iter().find(|p| p.0 == 3).unwrap().1;
         let expect = (-0.1f32).exp() / ((-0.1f32).exp() + (-0.5f32).exp());
         assert!((w3 - expect).abs() < 1e-6);
-        assert_eq!(top_k_row(&row[..1], 30).len(), 1);
+        assert_eq!(top_k_row(1, 30, |i| row[i]).len(), 1);
     }
 
     #[test]

@@ -101,6 +101,7 @@ pub fn post_process(
     let p = prob
         .narrow(1, pad[2], ph - pad[2] - pad[3])?
         .narrow(2, pad[0], pw - pad[0] - pad[1])?
+        .contiguous()?
         .unsqueeze(0)?
         .upsample_bilinear2d(height, width, false)?
         .squeeze(0)?
@@ -122,8 +123,26 @@ mod tests {
         assert_eq!(mask_size(80, 82), (480, 491));
         assert_eq!(frame_size(71, 97), (480, 655));
         assert_eq!(frame_size(720, 1280), (480, 853));
-        assert_eq!(pad_divide_by(480, 655), [8, 9, 0, 0]);
+        assert_eq!(pad_divide_by(480, 655), [0, 1, 0, 0]);
         assert_eq!(pad_divide_by(480, 491), [2, 3, 0, 0]);
+    }
+
+    #[test]
+    fn post_process_crops_before_resizing() {
+        let dev = Device::Cpu;
+        // object on the left half of the 6×8 frame, padding columns 1 and 1 around it
+        let mut fg = vec![0f32; 6 * 10];
+        for y in 0..6 {
+            for x in 1..5 {
+                fg[y * 10 + x] = 1.0;
+            }
+        }
+        let fg = Tensor::from_vec(fg, (1, 6, 10), &dev).unwrap();
+        let prob = Tensor::cat(&[&fg.affine(-1.0, 1.0).unwrap(), &fg], 0).unwrap();
+        let (mask, _) = post_process(&prob, [1, 1, 0, 0], 6, 8).unwrap();
+        let row: Vec<u8> = mask[..8].to_vec();
+        assert_eq!(row, vec![1, 1, 1, 1, 0, 0, 0, 0]);
+        assert!(mask.chunks(8).all(|r| r == row.as_slice()));
     }
 
     #[test]
