@@ -282,3 +282,24 @@ fn check(dir: &std::path::Path) {
         "logits/hidden relative error {downstream:.2e}"
     );
 }
+
+/// A safetensors copy of `XMem.pth` loads to the same network.
+#[test]
+fn xmem_loads_from_safetensors_too() {
+    let dir = fixture("xmem_tiny");
+    let dev = Device::Cpu;
+    let pth = candle_core::pickle::read_all(dir.join("XMem.pth")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let st = tmp.path().join("model.safetensors");
+    let tensors: HashMap<String, Tensor> = pth.into_iter().collect();
+    candle_core::safetensors::save(&tensors, &st).unwrap();
+    let a = XMem::open(&dir.join("XMem.pth"), &dev).unwrap();
+    let b = XMem::open(tmp.path(), &dev).unwrap();
+    let img = image::open(dir.join("frames/frame_000000.png"))
+        .unwrap()
+        .to_rgb8();
+    let x = frame_tensor(&img, &dev).unwrap().0;
+    let (ka, kb) = (a.encode_key(&x).unwrap(), b.encode_key(&x).unwrap());
+    let d = (ka.f16 - kb.f16).unwrap().abs().unwrap().max_all().unwrap();
+    assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0);
+}

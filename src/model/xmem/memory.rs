@@ -12,6 +12,9 @@ use crate::Result;
 use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
+/// Query pixels whose similarities to the whole memory are computed at once.
+const QUERY_BLOCK: usize = 256;
+
 /// The memory settings of XMem2's `VIDEO_INFERENCE_CONFIG`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryConfig {
@@ -233,19 +236,23 @@ impl MemoryManager {
         // query's Σ qe⊙qk², the shrinkage and 1/√C_k are applied while scanning each row.
         let lhs = Tensor::cat(&[qe, &qk.mul(qe)?], 0)?.t()?.contiguous()?;
         let rhs = Tensor::cat(&[&mk.sqr()?.neg()?, &(&mk * 2.0)?], 0)?.contiguous()?;
-        let raw = lhs.matmul(&rhs)?;
         let b_sq: Vec<f32> = qe.mul(&qk.sqr()?)?.sum(0)?.to_vec1()?;
         let scale = 1.0 / (mk.dim(0)? as f32).sqrt();
-        let k = self.config.top_k;
-        let rows: Vec<Vec<(u32, f32)>> = with_host_slice(&raw, |sim| {
-            let n = ms.len();
-            sim.par_chunks(n)
-                .zip(&b_sq)
-                .map(|(r, &b)| top_k_row(n, k, |i| (r[i] - b) * ms[i] * scale))
-                .collect()
-        })?;
-        let hw = rows.len();
-        let n = ms.len();
+        let (k, n, hw) = (self.config.top_k, ms.len(), b_sq.len());
+        // Blocks of query pixels, so the similarities held at once do not grow with the memory
+        // (up to ~27k elements) times the frame's pixels.
+        let mut rows: Vec<Vec<(u32, f32)>> = Vec::with_capacity(hw);
+        for start in (0..hw).step_by(QUERY_BLOCK) {
+            let len = QUERY_BLOCK.min(hw - start);
+            let raw = lhs.narrow(0, start, len)?.matmul(&rhs)?;
+            let b = &b_sq[start..start + len];
+            rows.extend(with_host_slice(&raw, |sim| {
+                sim.par_chunks(n)
+                    .zip(b)
+                    .map(|(r, &b)| top_k_row(n, k, |i| (r[i] - b) * ms[i] * scale))
+                    .collect::<Vec<_>>()
+            })?);
+        }
         let (nl, nt) = (self.long.size(), self.temporary.size());
         let cv = self.cv;
         let mut usage = vec![0f32; n];
