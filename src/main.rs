@@ -211,6 +211,13 @@ enum Command {
         /// Do not read the next video while the current one runs (to measure what that saves).
         #[arg(long)]
         no_prefetch: bool,
+        /// Post-optimization (XMem++ from the dense frames' masks) for every job, as
+        /// `segment --propagate`.
+        #[arg(long)]
+        propagate: bool,
+        /// XMem++ weights: XMem.pth (or a safetensors copy), a folder holding it, or a hub id.
+        #[arg(long, value_name = "PATH|HUB_ID", requires = "propagate")]
+        xmem: Option<String>,
         #[command(flatten)]
         m: ModelArgs,
         /// Print each job's result as a JSON line as it finishes, then a summary line.
@@ -362,9 +369,12 @@ fn run(cli: Cli) -> Result<()> {
             skip_invalid,
             fresh,
             no_prefetch,
+            propagate,
+            xmem,
             m,
             json,
         } => {
+            let xmem = xmem_spec(propagate, xmem, m.offline)?;
             let input = match (jobs.as_deref(), videos) {
                 (Some("-"), _) => BatchInput::Stdin,
                 (Some(p), _) => BatchInput::Manifest(PathBuf::from(p)),
@@ -395,6 +405,7 @@ fn run(cli: Cli) -> Result<()> {
                 },
                 skip_invalid,
                 fresh,
+                xmem,
             };
             batch_cmd(&args, json)
         }

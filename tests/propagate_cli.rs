@@ -164,3 +164,43 @@ fn eval_propagate_scores_and_keeps_modes_apart() {
     );
     assert!(text(&o).contains("propagate"), "{}", text(&o));
 }
+
+#[test]
+fn batch_propagate_matches_segment_and_keeps_modes_apart() {
+    let run = tempfile::tempdir().unwrap();
+    let videos = run.path().join("videos");
+    let clip = videos.join("clip1");
+    std::fs::create_dir_all(&clip).unwrap();
+    for e in std::fs::read_dir(fixture("xmem_tiny/frames")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), clip.join(e.file_name())).unwrap();
+    }
+    let xmem = fixture("xmem_tiny/XMem.pth");
+    let single = run.path().join("single");
+    let o = segment(&clip, &single, &["--propagate", "--xmem", xmem.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = run.path().join("batch");
+    let batch = |extra: &[&str]| {
+        let mut a: Vec<String> = ["batch", "--videos"].map(String::from).to_vec();
+        a.push(videos.display().to_string());
+        a.extend(["-p", "the red ball", "--out"].map(String::from));
+        a.push(out.display().to_string());
+        a.extend(model_args());
+        a.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        videolisa(&refs)
+    };
+    let o = batch(&["--propagate", "--xmem", xmem.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    for i in 0..160 {
+        let n = format!("prompt_0/frame_{i:06}.png");
+        assert_eq!(
+            std::fs::read(out.join("clip1").join(&n)).unwrap(),
+            std::fs::read(single.join(&n)).unwrap(),
+            "{n}"
+        );
+    }
+    let o = batch(&[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("propagate"), "{}", text(&o));
+}

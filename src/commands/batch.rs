@@ -6,10 +6,13 @@ use crate::batch::{
     BatchSummary, Job, JobDefaults, JobResult, JobStatus, Problem, ResultsLog, RESULTS_FILE,
 };
 use crate::error::{Error, Result};
+use crate::load::XMemSpec;
 use crate::load::{load_resolved, LoadSpec};
 use crate::model::videolisa::VideoLisa;
-use crate::run_manifest::{model_settings, prepare_resume, RunManifest};
+use crate::model::xmem::XMem;
+use crate::run_manifest::{fingerprint_files, model_settings, prepare_resume, RunManifest};
 use crate::sampling::Sampling;
+use crate::segment::SegmentOptions;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
@@ -46,20 +49,33 @@ pub struct BatchArgs {
     pub skip_invalid: bool,
     /// Discard results in `--out` made with other settings.
     pub fresh: bool,
+    /// Post-optimization with these XMem++ weights (`--propagate --xmem`).
+    pub xmem: Option<XMemSpec>,
 }
 
-/// Loads the model after checking the output folder's run manifest (so a folder made with other
-/// settings is refused before the load).
-fn prepare_and_load(a: &BatchArgs, owned: Vec<String>) -> Result<VideoLisa> {
+/// Loads the model (and XMem++ when propagating) after checking the output folder's run
+/// manifest (so a folder made with other settings is refused before the load); returns the
+/// model and the per-job pipeline options.
+fn prepare_and_load(a: &BatchArgs, owned: Vec<String>) -> Result<(VideoLisa, SegmentOptions)> {
     let o = &a.options.segment;
     Sampling::check(o.n_sparse, o.n_dense)?;
     let options = a.load.options()?;
     let paths = a.load.resolve()?;
-    let (settings, info) = model_settings(&paths, &options, o.n_sparse, o.n_dense)?;
+    let (mut settings, mut info) = model_settings(&paths, &options, o.n_sparse, o.n_dense)?;
+    let xmem_path = a.xmem.as_ref().map(XMemSpec::resolve).transpose()?;
+    if let Some(x) = &xmem_path {
+        settings.insert("propagate".into(), fingerprint_files(vec![x.clone()])?);
+        info.insert("xmem_path".into(), x.display().to_string());
+    }
     let mut manifest = RunManifest::new("batch", settings, info);
     manifest.entries = owned;
     prepare_resume(&a.out, &manifest, a.fresh, &manifest.entries)?;
-    load_resolved(&paths, options)
+    let model = load_resolved(&paths, options)?;
+    let mut segment = a.options.segment.clone();
+    if let Some(x) = &xmem_path {
+        segment.propagate = Some(std::sync::Arc::new(XMem::open(x, &model.options.device)?));
+    }
+    Ok((model, segment))
 }
 
 /// The result line of a row that is not a job at all.
@@ -107,7 +123,7 @@ fn run_listed(a: &BatchArgs, on_result: &mut dyn FnMut(&JobResult) -> Result<()>
     let (good, invalid): (Vec<&Job>, Vec<&Job>) = jobs.iter().partition(|j| !bad.contains(j.origin.as_str()));
     let mut owned: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
     owned.push(RESULTS_FILE.into());
-    let model = prepare_and_load(a, owned)?;
+    let (model, segment) = prepare_and_load(a, owned)?;
     let mut log = ResultsLog::open(&a.out)?;
     let mut report = |r: &JobResult| -> Result<()> {
         log.append(r)?;
@@ -125,6 +141,7 @@ fn run_listed(a: &BatchArgs, on_result: &mut dyn FnMut(&JobResult) -> Result<()>
     let good: Vec<Job> = good.into_iter().cloned().collect();
     let opts = BatchOptions {
         shard: None,
+        segment,
         ..a.options.clone()
     };
     let ran = run(&model, &good, &a.out, &opts, &mut report)?;
@@ -147,7 +164,7 @@ fn run_stdin(
     input: &mut dyn BufRead,
     on_result: &mut dyn FnMut(&JobResult) -> Result<()>,
 ) -> Result<BatchSummary> {
-    let model = prepare_and_load(a, vec![RESULTS_FILE.into()])?;
+    let (model, segment) = prepare_and_load(a, vec![RESULTS_FILE.into()])?;
     let mut log = ResultsLog::open(&a.out)?;
     let mut summary = BatchSummary::default();
     let t0 = std::time::Instant::now();
@@ -163,7 +180,7 @@ fn run_stdin(
                 Err(p) => JobResult::invalid(&j, &a.out, &p),
                 Ok(()) => match resumed(&j, &a.out)? {
                     Some(r) => r,
-                    None => run_job(&model, &j, &a.out, &a.options.segment),
+                    None => run_job(&model, &j, &a.out, &segment),
                 },
             },
         };
