@@ -9,9 +9,10 @@ use crate::model::xmem::memory::MemoryConfig;
 use crate::model::xmem::run_on_video::{FrameResult, RunOnVideo};
 use crate::model::xmem::XMem;
 use crate::segment::{
-    keeps_frames, MaskSink, MaskStage, PromptSpec, PropagationSummary, StageInput, StageSeconds,
+    keeps_frames, planar_tensor, sam_frame_logits, MaskSink, MaskStage, PromptSpec, PropagationSummary,
+    StageInput, StageSeconds,
 };
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use image::{GrayImage, RgbImage};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -52,21 +53,13 @@ fn sam_seeds(
     let dev = model.options.device.clone();
     let info = input.video.info();
     let (w, h) = (info.width as usize, info.height as usize);
-    let (rw, rh) = model.sam_transform.resized_size(info.width, info.height);
     let mut seeds = vec![BTreeMap::new(); input.prompts.len()];
     let order: Vec<usize> = frames.keys().copied().collect();
     for chunk in order.chunks(input.opts.sam_batch.max(1)) {
         let t = Instant::now();
         let pixels = chunk
             .iter()
-            .map(|i| {
-                let p = model.sam_transform.apply(&frames[i]);
-                Ok(Tensor::from_slice(
-                    &p.data,
-                    (p.channels, p.height, p.width),
-                    &dev,
-                )?)
-            })
+            .map(|i| planar_tensor(&model.sam_transform.apply(&frames[i]), &dev))
             .collect::<Result<Vec<_>>>()?;
         sec.preprocess += t.elapsed().as_secs_f64();
         let t = Instant::now();
@@ -74,9 +67,9 @@ fn sam_seeds(
         sec.sam_encode += t.elapsed().as_secs_f64();
         let t = Instant::now();
         for (k, sp) in input.prompts.iter().enumerate() {
-            let d = sam.decode_embeddings(&emb, sp, false)?;
-            let m = sam.postprocess_masks(&d.low_res_masks, (rh as usize, rw as usize), (h, w))?;
-            let m: Vec<f32> = m.squeeze(1)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+            let m: Vec<f32> = sam_frame_logits(model, &emb, sp, info)?
+                .flatten_all()?
+                .to_vec1()?;
             for (i, px) in chunk.iter().zip(m.chunks(w * h)) {
                 let mask: Vec<u8> = px.iter().map(|&v| if v > 0.0 { 255 } else { 0 }).collect();
                 let img =

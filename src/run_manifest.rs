@@ -162,6 +162,18 @@ pub fn fingerprint_files(names: Vec<PathBuf>) -> Result<String> {
     Ok(h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect())
 }
 
+/// Records a post-optimization run's XMem weights: their fingerprint decides the outputs (a
+/// folder made with other weights, or without `--propagate`, is not resumed), the path is info.
+pub fn add_propagation(
+    settings: &mut BTreeMap<String, String>,
+    info: &mut BTreeMap<String, String>,
+    xmem: &Path,
+) -> Result<()> {
+    settings.insert("propagate".into(), fingerprint_files(vec![xmem.to_path_buf()])?);
+    info.insert("xmem_path".into(), xmem.display().to_string());
+    Ok(())
+}
+
 /// The settings of a model run that decide its outputs (checkpoint and CLIP identity, dtypes,
 /// device kind, sampling), and where the weights came from. Needs no loaded model.
 pub fn model_settings(

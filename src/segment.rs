@@ -184,7 +184,8 @@ pub struct Segmented {
     pub logits: Option<Vec<Tensor>>,
 }
 
-fn planar_tensor(p: &Planar, dev: &candle_core::Device) -> Result<Tensor> {
+/// A preprocessed frame as a `[C, H, W]` tensor on `dev`.
+pub(crate) fn planar_tensor(p: &Planar, dev: &candle_core::Device) -> Result<Tensor> {
     Ok(Tensor::from_slice(&p.data, (p.channels, p.height, p.width), dev)?)
 }
 
@@ -476,6 +477,24 @@ fn sam_every_frame(
     })
 }
 
+/// SAM's decoding of encoded frames `emb` with one prompt: f32 logits `[B, H, W]` at the frame
+/// size, on the CPU (masks are `logit > 0`).
+pub(crate) fn sam_frame_logits(
+    model: &VideoLisa,
+    emb: &Tensor,
+    prompt: &Tensor,
+    info: &VideoInfo,
+) -> Result<Tensor> {
+    let sam = &model.visual_model;
+    let (rw, rh) = model.sam_transform.resized_size(info.width, info.height);
+    let d = sam.decode_embeddings(emb, prompt, false)?;
+    let original = (info.height as usize, info.width as usize);
+    let m = sam.postprocess_masks(&d.low_res_masks, (rh as usize, rw as usize), original)?;
+    Ok(m.squeeze(1)?
+        .to_dtype(DType::F32)?
+        .to_device(&candle_core::Device::Cpu)?)
+}
+
 /// The consumer side of [`sam_every_frame`].
 fn encode_batches(
     model: &VideoLisa,
@@ -489,8 +508,6 @@ fn encode_batches(
     let sam = &model.visual_model;
     let dev = model.options.device.clone();
     let info = video.info();
-    let (w, h) = (info.width as usize, info.height as usize);
-    let (rw, rh) = model.sam_transform.resized_size(info.width, info.height);
     let bar = crate::progress::bar(info.frames as u64, "SAM");
     let mut pixels: Vec<Tensor> = Vec::new();
     let mut frames: Vec<(usize, Option<RgbImage>)> = Vec::new();
@@ -506,12 +523,7 @@ fn encode_batches(
         sec.sam_encode += t.elapsed().as_secs_f64();
         for (k, sp) in sparse_prompts.iter().enumerate() {
             let t = Instant::now();
-            let d = sam.decode_embeddings(&emb, sp, false)?;
-            let m = sam.postprocess_masks(&d.low_res_masks, (rh as usize, rw as usize), (h, w))?;
-            let m = m
-                .squeeze(1)?
-                .to_dtype(DType::F32)?
-                .to_device(&candle_core::Device::Cpu)?;
+            let m = sam_frame_logits(model, &emb, sp, info)?;
             sec.sam_decode += t.elapsed().as_secs_f64();
             let t = Instant::now();
             sink.push(k, m, frames)?;

@@ -10,7 +10,7 @@ use crate::load::XMemSpec;
 use crate::load::{load_resolved, LoadSpec};
 use crate::model::videolisa::VideoLisa;
 use crate::model::xmem::XMem;
-use crate::run_manifest::{fingerprint_files, model_settings, prepare_resume, RunManifest};
+use crate::run_manifest::{add_propagation, model_settings, prepare_resume, RunManifest};
 use crate::sampling::Sampling;
 use crate::segment::SegmentOptions;
 use std::io::BufRead;
@@ -64,8 +64,7 @@ fn prepare_and_load(a: &BatchArgs, owned: Vec<String>) -> Result<(VideoLisa, Seg
     let (mut settings, mut info) = model_settings(&paths, &options, o.n_sparse, o.n_dense)?;
     let xmem_path = a.xmem.as_ref().map(XMemSpec::resolve).transpose()?;
     if let Some(x) = &xmem_path {
-        settings.insert("propagate".into(), fingerprint_files(vec![x.clone()])?);
-        info.insert("xmem_path".into(), x.display().to_string());
+        add_propagation(&mut settings, &mut info, x)?;
     }
     let mut manifest = RunManifest::new("batch", settings, info);
     manifest.entries = owned;

@@ -12,7 +12,7 @@ use crate::load::{load_resolved, LoadSpec};
 use crate::model::videolisa::VideoLisa;
 use crate::model::xmem::XMem;
 use crate::run_manifest::{
-    fingerprint_files, model_settings, prepare_resume, Resume, RunManifest, MANIFEST_FILE,
+    add_propagation, model_settings, prepare_resume, Resume, RunManifest, MANIFEST_FILE,
 };
 use crate::sampling::Sampling;
 use crate::tokenizer::check_instruction;
@@ -97,8 +97,7 @@ pub fn run_eval(
     info.insert("root".into(), ds.root.display().to_string());
     let xmem_path = opts.xmem.as_ref().map(XMemSpec::resolve).transpose()?;
     if let Some(x) = &xmem_path {
-        settings.insert("propagate".into(), fingerprint_files(vec![x.clone()])?);
-        info.insert("xmem_path".into(), x.display().to_string());
+        add_propagation(&mut settings, &mut info, x)?;
     }
     let mut manifest = RunManifest::new("eval", settings, info);
     manifest.entries = owned_entries(ds);

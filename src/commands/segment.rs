@@ -7,7 +7,7 @@ use crate::load::{LoadSpec, XMemSpec};
 use crate::model::videolisa::VideoLisa;
 use crate::output::OutputFormats;
 use crate::run_manifest::{
-    ensure_writable, fingerprint_files, model_settings, prepare_replace, RunManifest, MANIFEST_FILE,
+    add_propagation, ensure_writable, model_settings, prepare_replace, RunManifest, MANIFEST_FILE,
 };
 use crate::sampling::Sampling;
 use crate::segment::{segment, PromptSpec, SegmentOptions, SegmentSummary};
@@ -53,8 +53,7 @@ fn manifest(
 ) -> Result<RunManifest> {
     let (mut settings, mut info) = model_settings(&model.paths, &model.options, a.sparse, a.dense)?;
     if let Some(x) = xmem {
-        settings.insert("propagate".into(), fingerprint_files(vec![x.to_path_buf()])?);
-        info.insert("xmem_path".into(), x.display().to_string());
+        add_propagation(&mut settings, &mut info, x)?;
     }
     settings.insert("template".into(), format!("{:?}", a.template).to_lowercase());
     settings.insert("mask_value".into(), a.formats.mask_value.to_string());
@@ -115,13 +114,10 @@ pub fn run(a: &SegmentArgs) -> Result<SegmentSummary> {
     check_output_folder(&a.out, a.force)?;
     let xmem_path = a.propagate.as_ref().map(XMemSpec::resolve).transpose()?;
     let model = a.load.load()?;
-    let xmem = match &xmem_path {
-        Some(p) => Some(std::sync::Arc::new(crate::model::xmem::XMem::open(
-            p,
-            &model.options.device,
-        )?)),
-        None => None,
-    };
+    let xmem = xmem_path
+        .as_deref()
+        .map(|p| crate::model::xmem::XMem::open(p, &model.options.device).map(std::sync::Arc::new))
+        .transpose()?;
     let mut manifest = manifest(a, &model, &prompts, xmem_path.as_deref())?;
     prepare_replace(&a.out, &mut manifest, a.force)?;
     let mut formats = a.formats.clone();
