@@ -72,6 +72,21 @@ impl DeviceSpec {
     }
 }
 
+/// Free memory of a GPU in bytes; `None` on the CPU (or when the driver cannot say).
+pub fn free_memory(device: &Device) -> Option<u64> {
+    #[cfg(feature = "cuda")]
+    if let Ok(cuda) = device.as_cuda_device() {
+        return cuda
+            .cuda_stream()
+            .context()
+            .mem_get_info()
+            .ok()
+            .map(|(free, _total)| free as u64);
+    }
+    let _ = device;
+    None
+}
+
 /// `--dtype`: one dtype for everything (`bf16`) or per component (`llm=bf16,clip=f32,sam=f32`);
 /// components not named keep the device's defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -69,9 +69,10 @@ struct ModelArgs {
     /// Number of dense frames (T_dense; at most --sparse).
     #[arg(long, default_value_t = videolisa::sampling::DEFAULT_DENSE, value_parser = positive)]
     dense: usize,
-    /// Frames per SAM image-encoder batch.
-    #[arg(long, default_value_t = 1, value_parser = positive)]
-    sam_batch: usize,
+    /// Frames per SAM image-encoder batch [default: 1 on the CPU; on CUDA as many as half the
+    /// free GPU memory holds, at most 16].
+    #[arg(long, value_parser = positive)]
+    sam_batch: Option<usize>,
 }
 
 impl ModelArgs {

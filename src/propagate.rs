@@ -9,8 +9,8 @@ use crate::model::xmem::memory::MemoryConfig;
 use crate::model::xmem::run_on_video::{FrameResult, RunOnVideo};
 use crate::model::xmem::XMem;
 use crate::segment::{
-    keeps_frames, planar_tensor, sam_frame_logits, MaskSink, MaskStage, PromptSpec, PropagationSummary,
-    StageInput, StageSeconds,
+    binary_masks, keeps_frames, planar_tensor, sam_batch, sam_frame_logits, MaskSink, MaskStage, PromptSpec,
+    PropagationSummary, StageInput, StageSeconds,
 };
 use candle_core::{Device, Tensor};
 use image::{GrayImage, RgbImage};
@@ -55,7 +55,7 @@ fn sam_seeds(
     let (w, h) = (info.width as usize, info.height as usize);
     let mut seeds = vec![BTreeMap::new(); input.prompts.len()];
     let order: Vec<usize> = frames.keys().copied().collect();
-    for chunk in order.chunks(input.opts.sam_batch.max(1)) {
+    for chunk in order.chunks(sam_batch(model, input.opts)) {
         let t = Instant::now();
         let pixels = chunk
             .iter()
@@ -64,14 +64,13 @@ fn sam_seeds(
         sec.preprocess += t.elapsed().as_secs_f64();
         let t = Instant::now();
         let emb = sam.encode(&Tensor::stack(&pixels, 0)?)?;
+        dev.synchronize()?;
         sec.sam_encode += t.elapsed().as_secs_f64();
         let t = Instant::now();
         for (k, sp) in input.prompts.iter().enumerate() {
-            let m: Vec<f32> = sam_frame_logits(model, &emb, sp, info)?
-                .flatten_all()?
-                .to_vec1()?;
-            for (i, px) in chunk.iter().zip(m.chunks(w * h)) {
-                let mask: Vec<u8> = px.iter().map(|&v| if v > 0.0 { 255 } else { 0 }).collect();
+            let masks = binary_masks(&sam_frame_logits(model, &emb, sp, info)?)?;
+            for (i, mut mask) in chunk.iter().zip(masks) {
+                mask.iter_mut().for_each(|v| *v *= 255);
                 let img =
                     GrayImage::from_raw(w as u32, h as u32, mask).expect("mask buffer has the frame size");
                 seeds[k].insert(*i, img);

@@ -7,10 +7,10 @@ use crate::error::{Error, Result};
 use crate::model::videolisa::{PromptEmbedding, VideoLisa};
 use crate::model::xmem::XMem;
 use crate::output::{write_atomic, FrameOutputs, OutputFormats};
-use crate::preprocess::{ClipTransform, Planar};
+use crate::preprocess::{ClipTransform, Planar, SamTransform};
 use crate::sampling::Sampling;
 use crate::tokenizer::{check_instruction, Template};
-use crate::video::{Video, VideoInfo};
+use crate::video::{Frame, Video, VideoInfo};
 use candle_core::{DType, Tensor};
 use image::{GrayImage, RgbImage};
 use std::collections::{BTreeMap, HashMap};
@@ -27,8 +27,9 @@ pub struct SegmentOptions {
     pub n_dense: usize,
     /// Files written per prompt.
     pub formats: OutputFormats,
-    /// Frames per SAM image-encoder batch.
-    pub sam_batch: usize,
+    /// Frames per SAM image-encoder batch; `None`: chosen from the device's free memory
+    /// ([`crate::model::sam::Sam::auto_batch`]).
+    pub sam_batch: Option<usize>,
     /// Write intermediates (ids, indices, visual tokens, prompt, logits) here as safetensors.
     pub dump: Option<PathBuf>,
     /// Return the per-frame logits of every prompt (memory: frames × H × W × 4 bytes each).
@@ -46,7 +47,7 @@ impl Default for SegmentOptions {
             n_sparse: crate::sampling::DEFAULT_SPARSE,
             n_dense: crate::sampling::DEFAULT_DENSE,
             formats: OutputFormats::default(),
-            sam_batch: 1,
+            sam_batch: None,
             dump: None,
             keep_logits: false,
             write_summary: true,
@@ -141,6 +142,8 @@ pub struct SegmentSummary {
     pub device: String,
     /// Dtype per component.
     pub dtypes: BTreeMap<String, String>,
+    /// Frames per SAM image-encoder batch (given, or chosen from free GPU memory).
+    pub sam_batch: usize,
     /// The attention window the LLM used (`config.json`'s `sliding_window`; null = none).
     pub sliding_window: Option<usize>,
     /// The LLM's context (`max_position_embeddings`).
@@ -272,6 +275,7 @@ fn encode_sparse_frames(model: &VideoLisa, inputs: &SparseInputs, sec: &mut Stag
     let pixels = Tensor::stack(&pixels, 0)?;
     let t = Instant::now();
     let tokens = model.visual_tokens(&pixels, &inputs.sampling.dense)?;
+    dev.synchronize()?; // GPU work is asynchronous: charge it to this stage
     sec.clip = t.elapsed().as_secs_f64();
     Ok(tokens)
 }
@@ -320,16 +324,15 @@ impl MaskSink {
         })
     }
 
-    /// Thresholds prompt `k`'s logits `[B, H, W]` of the frames `batch` and writes them.
+    /// Thresholds prompt `k`'s logits `[B, H, W]` (on the model's device) of the frames `batch`
+    /// and writes them; only the 0/1 masks leave the device, unless the logits are kept.
     fn push(&mut self, k: usize, logits: Tensor, batch: &[(usize, Option<RgbImage>)]) -> Result<()> {
-        let (_, h, w) = logits.dims3()?;
-        let values: Vec<f32> = logits.flatten_all()?.to_vec1()?;
-        for ((index, frame), px) in batch.iter().zip(values.chunks(w * h)) {
-            let mask: Vec<u8> = px.iter().map(|&v| u8::from(v > 0.0)).collect();
+        let masks = binary_masks(&logits)?;
+        for ((index, frame), mask) in batch.iter().zip(masks) {
             self.push_mask(k, *index, frame.as_ref(), mask)?;
         }
         if self.keep_logits {
-            self.logits[k].push(logits);
+            self.logits[k].push(logits.to_device(&candle_core::Device::Cpu)?);
         }
         Ok(())
     }
@@ -379,8 +382,10 @@ impl MaskSink {
 /// overlays need it.
 type SamFrame = (usize, Planar, Option<RgbImage>);
 
-/// Decodes and preprocesses every frame for SAM on this thread, handing them over through
-/// `tx` (bounded, so memory stays flat); returns (decode, preprocess) seconds.
+/// Decodes every frame for SAM on this thread and preprocesses them, handing them over in
+/// order through `tx` (bounded, so memory stays flat); returns (decode, preprocess) seconds.
+/// With a GPU on the other end, frames are preprocessed in chunks on all CPU threads, so the
+/// reader keeps up with the GPU; on the CPU one at a time (the model needs the cores).
 fn read_sam_frames(
     model: &VideoLisa,
     video: &Video,
@@ -388,6 +393,18 @@ fn read_sam_frames(
     tx: std::sync::mpsc::SyncSender<Result<SamFrame>>,
 ) -> (f64, f64) {
     let (mut decode, mut preprocess) = (0.0, 0.0);
+    let chunk = if model.options.device.is_cpu() {
+        1
+    } else {
+        rayon::current_num_threads().max(1)
+    };
+    let mut pending: Vec<Frame> = Vec::with_capacity(chunk);
+    let send = |pending: &mut Vec<Frame>, preprocess: &mut f64| -> bool {
+        let t = Instant::now();
+        let ready = sam_inputs(&model.sam_transform, std::mem::take(pending), keep_frames);
+        *preprocess += t.elapsed().as_secs_f64();
+        ready.into_iter().all(|f| tx.send(Ok(f)).is_ok())
+    };
     let frames = match video.frames() {
         Ok(f) => f,
         Err(e) => {
@@ -398,19 +415,36 @@ fn read_sam_frames(
     let mut last = Instant::now();
     for frame in frames {
         decode += last.elapsed().as_secs_f64();
-        let item = frame.map(|f| {
-            let t = Instant::now();
-            let p = model.sam_transform.apply(&f.image);
-            preprocess += t.elapsed().as_secs_f64();
-            (f.index, p, keep_frames.then_some(f.image))
-        });
-        let failed = item.is_err();
-        if tx.send(item).is_err() || failed {
-            break;
+        match frame {
+            Ok(f) => pending.push(f),
+            Err(e) => {
+                if send(&mut pending, &mut preprocess) {
+                    let _ = tx.send(Err(e));
+                }
+                return (decode, preprocess);
+            }
+        }
+        if pending.len() == chunk && !send(&mut pending, &mut preprocess) {
+            return (decode, preprocess);
         }
         last = Instant::now();
     }
+    send(&mut pending, &mut preprocess);
     (decode, preprocess)
+}
+
+/// SAM's inputs of decoded frames, in their order (in parallel when there are several).
+fn sam_inputs(transform: &SamTransform, frames: Vec<Frame>, keep_frames: bool) -> Vec<SamFrame> {
+    use rayon::prelude::*;
+    let one = |f: Frame| {
+        let p = transform.apply(&f.image);
+        (f.index, p, keep_frames.then_some(f.image))
+    };
+    if frames.len() > 1 {
+        frames.into_par_iter().map(one).collect()
+    } else {
+        frames.into_iter().map(one).collect()
+    }
 }
 
 /// What a mask stage works from: the model, the video, its sampling, and each prompt's SAM
@@ -463,7 +497,7 @@ fn sam_every_frame(
     opts: &SegmentOptions,
     sec: &mut StageSeconds,
 ) -> Result<()> {
-    let batch = opts.sam_batch.max(1);
+    let batch = sam_batch(model, opts);
     let keep_frames = keeps_frames(opts);
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<SamFrame>>(2 * batch);
     std::thread::scope(|scope| {
@@ -478,7 +512,7 @@ fn sam_every_frame(
 }
 
 /// SAM's decoding of encoded frames `emb` with one prompt: f32 logits `[B, H, W]` at the frame
-/// size, on the CPU (masks are `logit > 0`).
+/// size, on the model's device (masks are `logit > 0`).
 pub(crate) fn sam_frame_logits(
     model: &VideoLisa,
     emb: &Tensor,
@@ -490,9 +524,30 @@ pub(crate) fn sam_frame_logits(
     let d = sam.decode_embeddings(emb, prompt, false)?;
     let original = (info.height as usize, info.width as usize);
     let m = sam.postprocess_masks(&d.low_res_masks, (rh as usize, rw as usize), original)?;
-    Ok(m.squeeze(1)?
-        .to_dtype(DType::F32)?
-        .to_device(&candle_core::Device::Cpu)?)
+    Ok(m.squeeze(1)?.to_dtype(DType::F32)?)
+}
+
+/// The 0/1 masks (`logit > 0`, row-major) of logits `[B, H, W]`, one per frame: thresholded
+/// where the logits are, so a GPU hands over one byte per pixel.
+pub(crate) fn binary_masks(logits: &Tensor) -> Result<Vec<Vec<u8>>> {
+    let (_, h, w) = logits.dims3()?;
+    let flat: Vec<u8> = logits
+        .gt(0f32)?
+        .flatten_all()?
+        .to_device(&candle_core::Device::Cpu)?
+        .to_vec1()?;
+    Ok(flat.chunks(h * w).map(<[u8]>::to_vec).collect())
+}
+
+/// Frames per SAM image-encoder batch: the user's, else what the device's free memory allows.
+pub(crate) fn sam_batch(model: &VideoLisa, opts: &SegmentOptions) -> usize {
+    opts.sam_batch
+        .unwrap_or_else(|| {
+            model
+                .visual_model
+                .auto_batch(&model.options.device, model.options.sam)
+        })
+        .max(1)
 }
 
 /// The consumer side of [`sam_every_frame`].
@@ -520,10 +575,12 @@ fn encode_batches(
         }
         let t = Instant::now();
         let emb = sam.encode(&Tensor::stack(pixels, 0)?)?;
+        dev.synchronize()?;
         sec.sam_encode += t.elapsed().as_secs_f64();
         for (k, sp) in sparse_prompts.iter().enumerate() {
             let t = Instant::now();
             let m = sam_frame_logits(model, &emb, sp, info)?;
+            dev.synchronize()?;
             sec.sam_decode += t.elapsed().as_secs_f64();
             let t = Instant::now();
             sink.push(k, m, frames)?;
@@ -569,6 +626,11 @@ pub fn segment_prepared(
     opts: &SegmentOptions,
 ) -> Result<Segmented> {
     let t0 = Instant::now();
+    // the SAM batch is chosen once, before any model work, and reported as used
+    let opts = &SegmentOptions {
+        sam_batch: Some(sam_batch(model, opts)),
+        ..opts.clone()
+    };
     let mut sec = StageSeconds::default();
     let info = video.info().clone();
     let sampling = Sampling::new(info.frames, opts.n_sparse, opts.n_dense)?;
@@ -587,6 +649,7 @@ pub fn segment_prepared(
         .iter()
         .map(|p| model.prompt_embedding(&p.ids, &visual_tokens))
         .collect::<Result<Vec<_>>>()?;
+    model.options.device.synchronize()?;
     sec.llm = t.elapsed().as_secs_f64();
 
     let sparse_prompts: Vec<Tensor> = embeddings
@@ -639,6 +702,7 @@ pub fn segment_prepared(
             ("llm".to_string(), dtype_name(o.llm)),
             ("sam".to_string(), dtype_name(o.sam)),
         ]),
+        sam_batch: sam_batch(model, opts),
         sliding_window: model.config.phi3.sliding_window,
         max_position_embeddings: model.config.phi3.max_position_embeddings,
         seg_token_id: model.seg_token_id,
@@ -703,4 +767,39 @@ fn write_dump(dir: &Path, r: &Segmented) -> Result<()> {
     let tmp = dir.join(".dump.safetensors.partial");
     candle_core::safetensors::save(&t, &tmp)?;
     std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_preprocessed_in_parallel_keep_their_order_and_values() {
+        let t = SamTransform {
+            target: 64,
+            ..SamTransform::default()
+        };
+        let frames = |n: usize| -> Vec<Frame> {
+            (0..n)
+                .map(|i| Frame {
+                    index: 10 + i,
+                    image: RgbImage::from_fn(40 + i as u32, 30, |x, y| {
+                        image::Rgb([(x * 7 + i as u32 * 31) as u8, (y * 5) as u8, (x ^ y) as u8])
+                    }),
+                })
+                .collect()
+        };
+        let together = sam_inputs(&t, frames(9), true);
+        let alone: Vec<SamFrame> = frames(9)
+            .into_iter()
+            .flat_map(|f| sam_inputs(&t, vec![f], false))
+            .collect();
+        assert_eq!(together.len(), 9);
+        for (a, b) in together.iter().zip(&alone) {
+            assert_eq!(a.0, b.0);
+            assert_eq!(a.1.data, b.1.data, "frame {}", a.0);
+            assert_eq!(a.2.as_ref().map(|i| i.width()), Some(40 + (a.0 - 10) as u32));
+            assert!(b.2.is_none());
+        }
+    }
 }

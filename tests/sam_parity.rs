@@ -21,7 +21,7 @@ fn load_sam(dir: &Path, layout: &str, dtype: DType) -> Sam {
         "videolisa" => (Weights::open(dir.join("videolisa")).unwrap(), VIDEOLISA_PREFIX),
         _ => (Weights::open(dir.join("sam.pth")).unwrap(), ""),
     };
-    let root = Loader::new(Arc::new(w), dtype, Device::Cpu);
+    let root = Loader::new(Arc::new(w), dtype, common::device());
     let l = if prefix.is_empty() { root } else { root.pp(prefix) };
     Sam::load(&l).unwrap()
 }
@@ -66,7 +66,7 @@ fn frames(dir: &Path, sam: &Sam) -> Vec<Frame> {
                 width: w,
                 height: h,
                 input: (rh as usize, rw as usize),
-                pixels: Tensor::from_vec(p.data, (1, 3, p.height, p.width), &Device::Cpu).unwrap(),
+                pixels: Tensor::from_vec(p.data, (1, 3, p.height, p.width), &common::device()).unwrap(),
             }
         })
         .collect()

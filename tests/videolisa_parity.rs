@@ -6,7 +6,7 @@
 
 mod common;
 
-use candle_core::{DType, Device};
+use candle_core::DType;
 use serde_json::Value;
 use videolisa::model::videolisa::{LoadOptions, ModelPaths, VideoLisa};
 use videolisa::segment::{segment, PromptSpec, SegmentOptions};
@@ -26,7 +26,7 @@ fn f32_options() -> LoadOptions {
         llm: DType::F32,
         clip: DType::F32,
         sam: DType::F32,
-        device: Device::Cpu,
+        device: common::device(),
     }
 }
 
@@ -178,4 +178,83 @@ fn clip_from_a_torch_save_pytorch_model_bin() {
     let (rel, abs) = common::rel_err(&rb.visual_tokens, &ra.visual_tokens);
     println!("visual tokens, pytorch_model.bin vs model.safetensors: max |diff| {abs} (relative {rel})");
     assert_eq!(abs, 0.0);
+}
+
+/// bf16 everywhere against our own f32 on the tiny checkpoint (100 frames, the fixture's
+/// frames and first prompt): per-frame mask IoU and the prompt embedding's cosine, reported,
+/// not asserted — random weights amplify bf16 rounding. tools/gpu/check.sh runs it on CUDA
+/// (on the CPU, candle has no bf16 convolution).
+#[test]
+#[ignore = "reports numbers for tools/gpu/check.sh"]
+fn bf16_masks_against_f32_are_reported() {
+    let dir = common::fixture("videolisa_tiny");
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let (w, h) = (
+        meta["frame_size"][0].as_u64().unwrap() as u32,
+        meta["frame_size"][1].as_u64().unwrap() as u32,
+    );
+    let frames = tempfile::tempdir().unwrap();
+    for t in 0..100 {
+        common::test_image(w, h, 100 + t as u64)
+            .save(frames.path().join(format!("{t:05}.png")))
+            .unwrap();
+    }
+    let video = Video::open(frames.path()).unwrap();
+    let text = meta["cases"][0]["prompts"][0]["text"].as_str().unwrap();
+    let prompts = PromptSpec::numbered(&[text.to_string()], Template::Referring);
+    let opts = SegmentOptions {
+        keep_logits: true,
+        ..SegmentOptions::default()
+    };
+    let bf16 = LoadOptions {
+        llm: DType::BF16,
+        clip: DType::BF16,
+        sam: DType::BF16,
+        device: common::device(),
+    };
+    let run = |o: LoadOptions| {
+        let model = VideoLisa::load(&tiny_paths(), o).unwrap();
+        segment(&model, &video, &prompts, None, &opts).unwrap()
+    };
+    let (a, b) = (run(f32_options()), run(bf16));
+    let masks = |r: &videolisa::segment::Segmented| -> Vec<Vec<bool>> {
+        let l = &r.logits.as_ref().unwrap()[0];
+        (0..l.dim(0).unwrap())
+            .map(|t| {
+                let v: Vec<f32> = l.get(t).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+                v.iter().map(|&x| x > 0.0).collect()
+            })
+            .collect()
+    };
+    let ious: Vec<f64> = masks(&a)
+        .iter()
+        .zip(masks(&b))
+        .map(|(x, y)| {
+            let inter = x.iter().zip(&y).filter(|(p, q)| **p && **q).count();
+            let union = x.iter().zip(&y).filter(|(p, q)| **p || **q).count();
+            if union == 0 {
+                1.0
+            } else {
+                inter as f64 / union as f64
+            }
+        })
+        .collect();
+    let e = |r: &videolisa::segment::Segmented| -> Vec<f64> {
+        let t = r.prompts[0].embedding.to_dtype(DType::F64).unwrap();
+        t.flatten_all().unwrap().to_vec1().unwrap()
+    };
+    let (x, y) = (e(&a), e(&b));
+    let dot: f64 = x.iter().zip(&y).map(|(p, q)| p * q).sum();
+    let norm = |v: &[f64]| v.iter().map(|p| p * p).sum::<f64>().sqrt();
+    let min = ious.iter().cloned().fold(1.0, f64::min);
+    let mean = ious.iter().sum::<f64>() / ious.len() as f64;
+    let below = ious.iter().filter(|&&v| v < 0.99).count();
+    println!(
+        "bf16 vs f32 on {:?}: prompt cosine {:.6}, per-frame mask IoU min {min:.4} mean {mean:.4}, \
+         {below} of {} frames below 0.99",
+        common::device(),
+        dot / (norm(&x) * norm(&y)),
+        ious.len()
+    );
 }

@@ -20,7 +20,7 @@ use videolisa::video::Video;
 const MARGIN: f32 = 3e-3;
 
 fn expected(dir: &std::path::Path) -> (HashMap<String, Tensor>, serde_json::Value) {
-    let t = candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
+    let t = candle_core::safetensors::load(dir.join("expected.safetensors"), &common::device()).unwrap();
     let meta = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     (t, meta)
 }
@@ -69,9 +69,9 @@ fn strided(t: &Tensor, s: usize) -> Tensor {
     let cols: Vec<u32> = (0..w as u32).step_by(s).collect();
     let t = t.reshape((c, h, w)).unwrap();
     let t = t
-        .index_select(&Tensor::new(rows.as_slice(), &Device::Cpu).unwrap(), 1)
+        .index_select(&Tensor::new(rows.as_slice(), t.device()).unwrap(), 1)
         .unwrap();
-    t.index_select(&Tensor::new(cols.as_slice(), &Device::Cpu).unwrap(), 2)
+    t.index_select(&Tensor::new(cols.as_slice(), t.device()).unwrap(), 2)
         .unwrap()
 }
 
@@ -92,7 +92,7 @@ fn xmem_full_size_matches_xmem2() {
 
 fn check(dir: &std::path::Path) {
     let (exp, meta) = expected(dir);
-    let dev = Device::Cpu;
+    let dev = common::device();
     let net = XMem::open(&dir.join("XMem.pth"), &dev).unwrap();
     let dims = &meta["config"];
     let dim = |k: &str| dims[k].as_u64().unwrap() as usize;

@@ -36,8 +36,8 @@ pub struct SegmentArgs {
     pub sparse: usize,
     /// Dense frames.
     pub dense: usize,
-    /// SAM batch.
-    pub sam_batch: usize,
+    /// Frames per SAM batch (`None`: chosen from free GPU memory).
+    pub sam_batch: Option<usize>,
     /// Dump dir.
     pub dump: Option<PathBuf>,
     /// Post-optimization with these XMem++ weights (`--propagate --xmem`).

@@ -262,14 +262,48 @@ impl Phi3Model {
         let n = h.dim(0)?;
         let (cos, sin) = self.rope_tables(n, dtype, h.device())?;
         let count = self.layers.len();
+        // the masks are the same in every layer: made once, on the device
+        let all_rows = self.attention_masks(0, n, h.device())?;
         for (k, layer) in self.layers.iter().enumerate() {
             let from = if last_row_only && k + 1 == count { n - 1 } else { 0 };
-            h = self.layer_forward(layer, &h, &cos, &sin, from)?;
+            let masks = if from == 0 {
+                all_rows.clone()
+            } else {
+                self.attention_masks(from, n, h.device())?
+            };
+            h = self.layer_forward(layer, &h, &cos, &sin, from, &masks)?;
         }
         Ok(self.norm.forward(&h)?)
     }
 
-    /// One decoder layer; output rows `from..n`.
+    /// The additive masks (0 or −∞, `[1, rows, keys]`) of the query blocks of rows `from..n`:
+    /// causal, and within the sliding window when there is one. Each block sees keys
+    /// `lo..b`, `lo` being the window's start for the block's first row.
+    fn attention_masks(&self, from: usize, n: usize, device: &Device) -> Result<Vec<Tensor>> {
+        let window = self.config.sliding_window;
+        let mut masks = Vec::new();
+        let mut a = from;
+        while a < n {
+            let b = (a + QUERY_BLOCK).min(n);
+            let lo = window.map_or(0, |w| a.saturating_sub(w));
+            let keys = b - lo;
+            let mut mask = vec![0f32; (b - a) * keys];
+            for i in a..b {
+                for j in lo..b {
+                    let visible = j <= i && window.is_none_or(|w| j + w >= i);
+                    if !visible {
+                        mask[(i - a) * keys + (j - lo)] = f32::NEG_INFINITY;
+                    }
+                }
+            }
+            masks.push(Tensor::from_vec(mask, (1, b - a, keys), device)?);
+            a = b;
+        }
+        Ok(masks)
+    }
+
+    /// One decoder layer; output rows `from..n`, with the blocks' masks from
+    /// [`Self::attention_masks`].
     fn layer_forward(
         &self,
         layer: &Phi3DecoderLayer,
@@ -277,6 +311,7 @@ impl Phi3Model {
         cos: &Tensor,
         sin: &Tensor,
         from: usize,
+        masks: &[Tensor],
     ) -> Result<Tensor> {
         let c = &self.config;
         let n = x.dim(0)?;
@@ -318,25 +353,14 @@ impl Phi3Model {
         let scale = 1.0 / (hd as f64).sqrt();
         let mut outs = Vec::new();
         let mut a = from;
-        while a < n {
-            let b = (a + QUERY_BLOCK).min(n);
-            let lo = c.sliding_window.map_or(0, |w| a.saturating_sub(w));
-            let keys = b - lo;
+        for mask in masks {
+            let (_, rows, keys) = mask.dims3()?;
+            let (b, lo) = (a + rows, a + rows - keys);
             let qb = q.narrow(1, a - from, b - a)?;
             let kb = k.narrow(1, lo, keys)?;
             let vb = v.narrow(1, lo, keys)?;
             let scores = (qb.matmul(&kb.t()?)? * scale)?;
-            let mut mask = vec![0f32; (b - a) * keys];
-            for i in a..b {
-                for j in lo..b {
-                    let visible = j <= i && c.sliding_window.is_none_or(|w| j + w >= i);
-                    if !visible {
-                        mask[(i - a) * keys + (j - lo)] = f32::NEG_INFINITY;
-                    }
-                }
-            }
-            let mask = Tensor::from_vec(mask, (1, b - a, keys), x.device())?;
-            let scores = scores.to_dtype(DType::F32)?.broadcast_add(&mask)?;
+            let scores = scores.to_dtype(DType::F32)?.broadcast_add(mask)?;
             let p = softmax_last_dim(&scores)?.to_dtype(vb.dtype())?;
             outs.push(p.matmul(&vb)?);
             a = b;

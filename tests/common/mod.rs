@@ -5,16 +5,34 @@ use image::RgbImage;
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 
+/// The repository root: where the tests were built, or `VIDEOLISA_REPO` (test binaries
+/// carried to another machine, tools/gpu/check.sh).
+fn root() -> PathBuf {
+    std::env::var_os("VIDEOLISA_REPO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// Path of a committed fixture.
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    root().join("tests/fixtures").join(name)
 }
 
 /// Path inside the repository.
 pub fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
+    root().join(path)
+}
+
+/// The device the parity tests run on: `VIDEOLISA_TEST_DEVICE` (`cpu`, `cuda`, `cuda:N`;
+/// default cpu), so tools/gpu/check.sh runs the same tests, fixtures and bounds on a GPU.
+pub fn device() -> candle_core::Device {
+    match std::env::var("VIDEOLISA_TEST_DEVICE") {
+        Ok(s) => s
+            .parse::<videolisa::load::DeviceSpec>()
+            .and_then(|d| d.device().map_err(|e| e.to_string()))
+            .unwrap_or_else(|e| panic!("VIDEOLISA_TEST_DEVICE={s}: {e}")),
+        Err(_) => candle_core::Device::Cpu,
+    }
 }
 
 /// Hex SHA-256 of bytes.
@@ -71,9 +89,9 @@ pub fn rel_err(a: &candle_core::Tensor, b: &candle_core::Tensor) -> (f64, f64) {
     (max_abs / scale, max_abs)
 }
 
-/// Loads every tensor of a safetensors file.
+/// Loads every tensor of a safetensors file onto the test [`device`].
 pub fn load_tensors(path: &std::path::Path) -> std::collections::HashMap<String, candle_core::Tensor> {
-    candle_core::safetensors::load(path, &candle_core::Device::Cpu).unwrap()
+    candle_core::safetensors::load(path, &device()).unwrap()
 }
 
 /// Runs the `videolisa` binary (from the crate root, without `HF_HUB_OFFLINE`).

@@ -7,6 +7,8 @@
 #
 #   tools/cuda/build.sh                 # → target/cuda/release/videolisa
 #   tools/cuda/build.sh --lint          # + cargo clippy --features cuda -D warnings (CI)
+#   tools/cuda/build.sh --tests         # + the parity tests' executables, listed in
+#                                       #   target/cuda/parity-tests.txt (tools/gpu/prepare.sh)
 #
 # To run the binary on a machine without a GPU (it then reports that there is none):
 #   LD_LIBRARY_PATH=<cu13>/lib/stubs:<cu13>/lib target/cuda/release/videolisa …
@@ -44,6 +46,15 @@ cargo build "${args[@]}" --bin videolisa
 for a in "$@"; do
     case $a in
         --lint) cargo clippy "${args[@]}" --all-targets -- -D warnings ;;
+        --tests)
+            cargo test "${args[@]}" --no-run --test sam_parity --test videolisa_parity --test xmem_parity \
+                --message-format=json \
+                | python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
+        print(m["executable"])' >target/cuda/parity-tests.txt
+            ;;
         *) echo "unknown option $a" >&2; exit 2 ;;
     esac
 done

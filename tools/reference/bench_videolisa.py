@@ -4,12 +4,20 @@ Python reference pipeline timed per stage.
   python tools/reference/bench_videolisa.py make mid DIR        # random checkpoint files (bf16)
   python tools/reference/bench_videolisa.py manifest full DIR   # configs + tensor manifest only
   python tools/reference/bench_videolisa.py run DIR FRAMES_DIR  # reference pipeline, JSON timings
+  python tools/reference/bench_videolisa.py ids DIR             # the prompt's input ids (JSON)
 
-Sizes: mid = Phi-3 with 8 layers of the real widths, CLIP ViT-L/14-336 widths with 8 layers,
+`make` and `run` take `--device cuda` (random weights drawn on the GPU; the pipeline in bf16 as
+the official `evaluate` runs it, every frame preprocessed and on the GPU before SAM encodes them
+one at a time; CLIP and Phi-3 with PyTorch's SDPA attention: FlashAttention-2, which the
+official code asks for, is not installed there) and `run` takes `--ids FILE` (from `ids`, made
+with transformers 4.41: transformers 5 tokenizes the prompt differently).
+
+Sizes (dry = 2 layers of each, for a quick run of the scripts): mid = Phi-3 with 8 layers of the real widths, CLIP ViT-L/14-336 widths with 8 layers,
 SAM ViT-H widths with 8 blocks; full = the real VideoLISA-3.8B + CLIP ViT-L/14-336 + SAM ViT-H
 shapes (weights made in memory by the Rust bench). The tokenizer is the tiny fixture's.
-Everything runs in float32 on 2 CPU threads.
+On the CPU everything runs in float32 on 2 threads.
 """
+import argparse
 import glob
 import json
 import os
@@ -23,6 +31,9 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+import transformers
+from segment_anything.modeling.prompt_encoder import PositionEmbeddingRandom
+from segment_anything.utils.transforms import ResizeLongestSide
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, LlamaTokenizer, Phi3Config, Phi3Model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -37,6 +48,7 @@ TINY = os.path.join(REPO, "tests", "fixtures", "videolisa_tiny")
 SIZES = {
     "mid": dict(llm_layers=8, clip_layers=8, sam_depth=8, sam_global=[3, 7]),
     "full": dict(llm_layers=32, clip_layers=24, sam_depth=32, sam_global=[7, 15, 23, 31]),
+    "dry": dict(llm_layers=2, clip_layers=2, sam_depth=2, sam_global=[1]),  # tools/gpu/check.sh --dry
 }
 
 
@@ -103,111 +115,220 @@ def manifest(size, out):
     m.update({k: list(v) for k, v in extra_shapes().items()})
     m.update({"model.visual_model." + k: list(v.shape) for k, v in sam.state_dict().items()
               if k not in ("pixel_mean", "pixel_std")})
-    c = {k: list(v.shape) for k, v in clip.state_dict().items() if not k.endswith("position_ids")}
+    c = {("" if k.startswith("vision_model.") else "vision_model.") + k: list(v.shape)
+         for k, v in clip.state_dict().items() if not k.endswith("position_ids")}
     json.dump({"model": m, "clip": c}, open(os.path.join(out, "manifest.json"), "w"))
     print(f"{sum(np.prod(s) for s in m.values()) / 1e9:.2f} B + CLIP {sum(np.prod(s) for s in c.values()) / 1e9:.2f} B")
 
 
 @torch.no_grad()
-def make(size, out):
+def make(size, out, device="cpu"):
     pcfg, vcfg = write_configs(size, out)
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator(device=device).manual_seed(0)
 
     def rnd(shape, name):
         if "norm" in name and name.endswith("weight"):
-            return torch.ones(shape)
-        return torch.randn(shape, generator=gen) * 0.02
+            return torch.ones(shape, dtype=torch.bfloat16)
+        return (torch.randn(shape, generator=gen, device=device) * 0.02).to(torch.bfloat16).cpu()
 
-    llm, clip, sam = Phi3Model(pcfg), CLIPVisionModel(vcfg), build_sam(size)
+    with torch.device("meta"):
+        llm, clip, sam = Phi3Model(pcfg), CLIPVisionModel(vcfg), build_sam(size)
     sd = {"model." + k: rnd(v.shape, k) for k, v in llm.state_dict().items()}
     sd.update({k: rnd(v, k) for k, v in extra_shapes().items()})
     sd.update({"model.visual_model." + k: rnd(v.shape, k) for k, v in sam.state_dict().items()
                if k not in ("pixel_mean", "pixel_std")})
-    sd = {k: v.to(torch.bfloat16) for k, v in sd.items()}
     save_file(sd, os.path.join(out, "model", "model.safetensors"), metadata={"format": "pt"})
-    csd = {k: rnd(v.shape, k).to(torch.bfloat16) for k, v in clip.state_dict().items()
-           if not k.endswith("position_ids")}
+    # the on-disk names of openai/clip-vit-large-patch14-336 (transformers 5's CLIPVisionModel
+    # drops the `vision_model.` prefix from its own state dict)
+    csd = {("" if k.startswith("vision_model.") else "vision_model.") + k: rnd(v.shape, k)
+           for k, v in clip.state_dict().items() if not k.endswith("position_ids")}
     save_file(csd, os.path.join(out, "clip", "model.safetensors"), metadata={"format": "pt"})
 
 
-@torch.no_grad()
-def run(d, frames_dir):
-    t = {k: 0.0 for k in ("load", "decode", "preprocess", "clip", "llm", "sam_encode", "sam_decode", "write")}
-    t0 = time.perf_counter()
+class Timer:
+    """Seconds per stage; on a GPU each stage ends with a synchronisation."""
+
+    def __init__(self, device, keys):
+        self.device, self.t = device, {k: 0.0 for k in keys}
+
+    def add(self, key, start):
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        self.t[key] += time.perf_counter() - start
+
+
+def prompt_ids(tok):
+    return tokenizer_image_token(tok, phi3_prompt("Please segment the red ball in this image."))
+
+
+def load_models(d, device, dtype):
     cfg = json.load(open(os.path.join(d, "model", "config.json")))
     pcfg = Phi3Config(**{k: v for k, v in cfg.items() if k in Phi3Config().to_dict()})
-    pcfg._attn_implementation = "eager"
+    attn = "eager" if device == "cpu" else "sdpa"
+    pcfg._attn_implementation = attn
+    if int(transformers.__version__.split(".")[0]) >= 5 and pcfg.sliding_window:
+        # The official window (FlashAttention-2's `window_size=(sw, sw)`, and transformers 4.41's
+        # eager mask) lets a query see sw + 1 keys, itself included; transformers 5 masks one more.
+        pcfg.sliding_window += 1
     sd = {}
     for f in sorted(glob.glob(os.path.join(d, "model", "*.safetensors"))):
-        sd.update({k: v.float() for k, v in load_file(f).items()})
-    llm = Phi3Model(pcfg).eval()
+        sd.update({k: v.to(device, dtype) for k, v in load_file(f).items()})
+    torch.set_default_dtype(dtype)  # parameters in dtype; the RoPE table stays float32 as in HF
+    with torch.device(device):
+        llm = Phi3Model(pcfg).eval()
+    torch.set_default_dtype(torch.float32)
     llm.load_state_dict({k[6:]: v for k, v in sd.items() if k.startswith("model.") and ".mm_projector" not in k
                          and ".text_hidden_fcs" not in k and ".visual_model" not in k})
-    if pcfg.num_hidden_layers in (8, 32):
-        sam = build_sam("mid" if pcfg.num_hidden_layers == 8 else "full")
+    size = {s["llm_layers"]: name for name, s in SIZES.items()}.get(pcfg.num_hidden_layers)
+    if size:
+        sam = build_sam(size)
     else:
         from sam_fixtures import build as build_tiny_sam
         sam = build_tiny_sam("tiny")
     sam.load_state_dict({k[len("model.visual_model."):]: v for k, v in sd.items() if ".visual_model." in k},
                         strict=False)
-    clip = CLIPVisionModel.from_pretrained(os.path.join(d, "clip"), torch_dtype=torch.float32).eval()
-    proc = CLIPImageProcessor.from_pretrained(os.path.join(d, "clip"))
-    tok = LlamaTokenizer.from_pretrained(os.path.join(d, "model"))
-    t["load"] = time.perf_counter() - t0
+    sam = sam.to(device, dtype)
+    if dtype != torch.float32:
+        PositionEmbeddingRandom.forward = lisa_dense_pe
+    clip = CLIPVisionModel.from_pretrained(os.path.join(d, "clip"), torch_dtype=dtype,
+                                           attn_implementation=attn).to(device).eval()
+    # transformers 5's CLIPImageProcessor resizes with torchvision; the reference's is Pillow's
+    proc = getattr(transformers, "CLIPImageProcessorPil", CLIPImageProcessor).from_pretrained(os.path.join(d, "clip"))
+    return llm, sam, clip, proc, sd, attn
 
-    s = time.perf_counter()
-    frames = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(glob.glob(os.path.join(frames_dir, "*.png")) + glob.glob(os.path.join(frames_dir, "*.jpg")))]
-    t["decode"] = time.perf_counter() - s
+
+def read_frames(frames_dir):
+    paths = sorted(glob.glob(os.path.join(frames_dir, "*.png")) + glob.glob(os.path.join(frames_dir, "*.jpg")))
+    return [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+
+
+@torch.no_grad()
+def visual_tokens(clip, proc, sd, frames, device, dtype):
+    """CLIP (layer -2, patch tokens) + projector: 32 pooled tokens, then the dense frames' tokens."""
     sparse, dense = get_sparse_indices(len(frames)), get_dense_indices()
-    s = time.perf_counter()
     pix = torch.as_tensor(proc.preprocess([frames[i] for i in sparse], return_tensors="np")["pixel_values"])
-    t["preprocess"] += time.perf_counter() - s
-    s = time.perf_counter()
-    hs = clip(pixel_values=pix, output_hidden_states=True).hidden_states[-2][:, 1:]
+    hs = clip(pixel_values=pix.to(device, dtype), output_hidden_states=True).hidden_states[-2][:, 1:]
     feats = torch.nn.functional.gelu(hs @ sd["model.mm_projector.0.weight"].T + sd["model.mm_projector.0.bias"])
     feats = feats @ sd["model.mm_projector.2.weight"].T + sd["model.mm_projector.2.bias"]
-    visual = torch.cat([feats.mean(dim=1), feats[dense].flatten(0, 1)], 0)
-    t["clip"] = time.perf_counter() - s
-    s = time.perf_counter()
-    ids = tokenizer_image_token(tok, phi3_prompt("Please segment the red ball in this image."))
+    return torch.cat([feats.mean(dim=1), feats[dense].flatten(0, 1)], 0)
+
+
+@torch.no_grad()
+def prompt_embedding(llm, sd, visual, ids, seg):
+    """Phi-3 prefill + text_hidden_fcs at the row before [SEG]; (embedding [1, 256], sequence length)."""
     p = ids.index(-200)
     emb = llm.embed_tokens
-    embeds = torch.cat([emb(torch.tensor(ids[:p])), visual, emb(torch.tensor(ids[p + 1:]))], 0)[None]
+    tensor = partial(torch.tensor, device=visual.device)
+    embeds = torch.cat([emb(tensor(ids[:p])), visual, emb(tensor(ids[p + 1:]))], 0)[None]
     hidden = llm(inputs_embeds=embeds).last_hidden_state[0]
-    seg = tok("[SEG]", add_special_tokens=False).input_ids[-1]
     h = hidden[ids.index(seg) + visual.shape[0] - 2][None]
     e = torch.relu(h @ sd["model.text_hidden_fcs.0.0.weight"].T + sd["model.text_hidden_fcs.0.0.bias"])
     e = e @ sd["model.text_hidden_fcs.0.2.weight"].T + sd["model.text_hidden_fcs.0.2.bias"]
-    t["llm"] = time.perf_counter() - s
-    out = os.path.join(d, "py_out")
+    return e, embeds.shape[1]
+
+
+def lisa_dense_pe(self, size):
+    """LISA's PositionEmbeddingRandom.forward: the grid built in the Gaussian matrix's dtype, so
+    after `model.bfloat16()` the whole dense PE is computed in bf16 (stock segment-anything
+    builds it in float32, which fails against a bf16 matrix)."""
+    h, w = size
+    g = self.positional_encoding_gaussian_matrix
+    ones = torch.ones((h, w), device=g.device, dtype=g.dtype)
+    ys = (ones.cumsum(dim=0) - 0.5) / h
+    xs = (ones.cumsum(dim=1) - 0.5) / w
+    return self._pe_encoding(torch.stack([xs, ys], dim=-1)).permute(2, 0, 1)
+
+
+@torch.no_grad()
+def run(d, frames_dir, device="cpu", dtype="f32", ids_file=None, out=None):
+    dtype = {"f32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    tm = Timer(device, ("load", "decode", "preprocess", "clip", "llm", "sam_encode", "sam_decode", "write"))
+    t0 = time.perf_counter()
+    llm, sam, clip, proc, sd, attn = load_models(d, device, dtype)
+    tok = LlamaTokenizer.from_pretrained(os.path.join(d, "model"))
+    if ids_file:
+        ids = json.load(open(ids_file))["input_ids"]
+        seg = json.load(open(ids_file))["seg_token_id"]
+    else:
+        ids, seg = prompt_ids(tok), tok("[SEG]", add_special_tokens=False).input_ids[-1]
+    tm.add("load", t0)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+
+    s = time.perf_counter()
+    frames = read_frames(frames_dir)
+    tm.add("decode", s)
+    s = time.perf_counter()
+    visual = visual_tokens(clip, proc, sd, frames, device, dtype)
+    tm.add("clip", s)
+    s = time.perf_counter()
+    e, seq_len = prompt_embedding(llm, sd, visual, ids, seg)
+    tm.add("llm", s)
+    s = time.perf_counter()
+    inputs = []
+    for f in frames:  # the official chat.py/evaluate: every frame preprocessed and moved first
+        x, input_size = sam_pixels(sam, f) if dtype == torch.float32 else sam_pixels_on(sam, f, device, dtype)
+        inputs.append((x, input_size, f.shape[:2]))
+    tm.add("preprocess", s)
+    out = out or os.path.join(d, "py_out")
     os.makedirs(out, exist_ok=True)
-    for i, f in enumerate(frames):
-        s = time.perf_counter()
-        x, input_size = sam_pixels(sam, f)
-        t["preprocess"] += time.perf_counter() - s
+    for i, (x, input_size, size) in enumerate(inputs):
         s = time.perf_counter()
         ie = sam.image_encoder(x)
-        t["sam_encode"] += time.perf_counter() - s
+        tm.add("sam_encode", s)
         s = time.perf_counter()
         sp, de = sam.prompt_encoder(points=None, boxes=None, masks=None)
-        sp = torch.cat([sp, e[:, None, :]], 1)
+        sp = torch.cat([sp.to(e.dtype), e[:, None, :]], 1)
         low, _ = sam.mask_decoder(ie, sam.prompt_encoder.get_dense_pe(), sp, de, multimask_output=False)
-        m = sam.postprocess_masks(low, input_size, f.shape[:2])[0, 0] > 0
-        t["sam_decode"] += time.perf_counter() - s
+        m = (sam.postprocess_masks(low.float(), input_size, size)[0, 0] > 0).cpu()
+        tm.add("sam_decode", s)
         s = time.perf_counter()
         Image.fromarray((m.numpy() * 255).astype(np.uint8)).save(os.path.join(out, f"{i:05d}.png"))
-        t["write"] += time.perf_counter() - s
-    t["seq_len"] = embeds.shape[1]
+        tm.add("write", s)
+    t = dict(tm.t)
+    t["total"] = time.perf_counter() - t0
+    t["seq_len"] = seq_len
+    t["frames"] = len(frames)
+    t["attention"] = attn
+    t["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__}
+    if device.startswith("cuda"):
+        t["peak_gpu_allocated_gb"] = torch.cuda.max_memory_allocated() / 1e9
     print(json.dumps(t))
 
 
+def sam_pixels_on(sam, frame, device, dtype):
+    """chat.py's SAM input: resize, normalise with float32 constants, pad, then `dtype` on `device`
+    (`sam.preprocess` would use SAM's buffers, which `model.bfloat16()` rounded)."""
+    size = sam.image_encoder.img_size
+    x = ResizeLongestSide(size).apply_image(frame)
+    input_size = x.shape[:2]
+    x = torch.as_tensor(x).permute(2, 0, 1).float()
+    mean = torch.tensor([123.675, 116.28, 103.53]).view(-1, 1, 1)
+    std = torch.tensor([58.395, 57.12, 57.375]).view(-1, 1, 1)
+    x = torch.nn.functional.pad((x - mean) / std, (0, size - x.shape[2], 0, size - x.shape[1]))
+    return x[None].to(device, dtype), input_size
+
+
+def ids(d):
+    tok = LlamaTokenizer.from_pretrained(os.path.join(d, "model"))
+    print(json.dumps({"input_ids": prompt_ids(tok), "seg_token_id": tok("[SEG]", add_special_tokens=False).input_ids[-1],
+                      "transformers": transformers.__version__}))
+
+
 if __name__ == "__main__":
-    cmd = sys.argv[1]
-    if cmd == "make":
-        make(sys.argv[2], sys.argv[3])
-    elif cmd == "manifest":
-        manifest(sys.argv[2], sys.argv[3])
-    elif cmd == "run":
-        run(sys.argv[2], sys.argv[3])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("cmd", choices=["make", "manifest", "run", "ids"])
+    ap.add_argument("args", nargs="+")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default=None, help="f32 (CPU default) or bf16 (GPU default)")
+    ap.add_argument("--ids", default=None)
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args()
+    if a.cmd == "make":
+        make(a.args[0], a.args[1], a.device)
+    elif a.cmd == "manifest":
+        manifest(a.args[0], a.args[1])
+    elif a.cmd == "run":
+        run(a.args[0], a.args[1], a.device, a.dtype or ("f32" if a.device == "cpu" else "bf16"), a.ids, a.out)
     else:
-        raise SystemExit(__doc__)
+        ids(a.args[0])

@@ -9,7 +9,7 @@ pub mod rel_pos_softmax;
 
 use crate::error::{Error, Result};
 use crate::weights::Loader;
-use candle_core::Tensor;
+use candle_core::{DType, Device, Tensor};
 pub use image_encoder::ImageEncoderViT;
 pub use mask_decoder::MaskDecoder;
 pub use prompt_encoder::{PromptEncoder, Prompts};
@@ -60,6 +60,19 @@ impl SamConfig {
     /// Image-embedding grid side (`img_size / patch_size`).
     pub fn grid(&self) -> usize {
         self.img_size / self.patch_size
+    }
+
+    /// Bytes one frame adds to an image-encoder batch, from the sizes: a global-attention
+    /// block holds `heads × tokens²` scores several times over (the product, the two rel-pos
+    /// sums, the f32 softmax input and output, the result) — 4.3 GB for ViT-H in bf16 — next to
+    /// which the activations (0.19 GB) are small.
+    pub fn encode_bytes_per_frame(&self, dtype: DType) -> u64 {
+        let c = self;
+        let tokens = (c.grid() * c.grid()) as u64;
+        let e = dtype.size_in_bytes() as u64;
+        let scores = c.num_heads as u64 * tokens * tokens * (4 * e + 8);
+        let activations = tokens * (10 * c.embed_dim + 2 * c.mlp_dim) as u64 * e;
+        scores + activations
     }
 
     /// Reads every size from the tensors under `l` (the `Sam` root: `image_encoder.…`).
@@ -135,6 +148,15 @@ impl SamConfig {
     }
 }
 
+/// The largest image-encoder batch chosen without `--sam-batch`: beyond it the GPU is busy
+/// enough that a larger batch gains nothing measurable while the memory keeps growing.
+pub const MAX_AUTO_BATCH: usize = 16;
+
+/// Frames of `per_frame` bytes that fit in `budget` bytes, between 1 and [`MAX_AUTO_BATCH`].
+fn batch_for(budget: u64, per_frame: u64) -> usize {
+    (budget / per_frame.max(1)).clamp(1, MAX_AUTO_BATCH as u64) as usize
+}
+
 /// A loaded SAM.
 #[derive(Debug, Clone)]
 pub struct Sam {
@@ -172,6 +194,16 @@ impl Sam {
             mask_decoder: MaskDecoder::load(&l.pp("mask_decoder"), &config)?,
             config,
         })
+    }
+
+    /// Frames per image-encoder batch when the user gives none: 1 on the CPU (batches do not
+    /// make its GEMMs faster, only its memory larger); on a GPU as many as half its free memory
+    /// holds, between 1 and [`MAX_AUTO_BATCH`].
+    pub fn auto_batch(&self, device: &Device, dtype: DType) -> usize {
+        match crate::load::free_memory(device) {
+            Some(free) => batch_for(free / 2, self.config.encode_bytes_per_frame(dtype)),
+            None => 1,
+        }
     }
 
     /// Image embeddings of normalised, padded frames `[B, 3, S, S]` → `[B, C, g, g]`.
@@ -224,5 +256,52 @@ impl Sam {
         let m = masks.to_dtype(work)?.upsample_bilinear2d(s, s, false)?;
         let m = m.narrow(2, 0, input.0)?.narrow(3, 0, input.1)?.contiguous()?;
         Ok(m.upsample_bilinear2d(original.0, original.1, false)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vit_h() -> SamConfig {
+        SamConfig {
+            img_size: 1024,
+            patch_size: 16,
+            embed_dim: 1280,
+            depth: 32,
+            num_heads: 16,
+            mlp_dim: 5120,
+            window_size: 14,
+            global_attn_indexes: vec![7, 15, 23, 31],
+            out_chans: 256,
+            prompt_embed_dim: 256,
+            mask_in_chans: 16,
+            decoder_depth: 2,
+            decoder_heads: 8,
+            decoder_mlp_dim: 2048,
+            num_multimask_outputs: 3,
+            iou_head_depth: 3,
+            iou_head_hidden_dim: 256,
+        }
+    }
+
+    #[test]
+    fn batch_sizes_follow_free_memory_within_bounds() {
+        let per_frame = vit_h().encode_bytes_per_frame(DType::BF16);
+        // 16 heads × 4096² scores × (4·2 + 8) bytes = 4.29e9, plus 0.19e9 of activations
+        assert!((4.4e9..4.6e9).contains(&(per_frame as f64)), "{per_frame}");
+        assert!(vit_h().encode_bytes_per_frame(DType::F32) > per_frame);
+        let gib = 1u64 << 30;
+        // an H200 with the 9 GB model loaded: about 130 GiB free, half of it for the batch
+        assert_eq!(batch_for(65 * gib, per_frame), 15);
+        assert_eq!(batch_for(70 * gib, per_frame), 16);
+        assert_eq!(batch_for(20 * gib, per_frame), 4);
+        assert_eq!(batch_for(gib, per_frame), 1);
+        assert_eq!(batch_for(0, 0), 1);
+        assert_eq!(
+            batch_for(u64::MAX, 1),
+            MAX_AUTO_BATCH,
+            "bounded however much memory is free"
+        );
     }
 }
