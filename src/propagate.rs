@@ -9,7 +9,7 @@ use crate::model::xmem::memory::MemoryConfig;
 use crate::model::xmem::run_on_video::{FrameResult, RunOnVideo};
 use crate::model::xmem::XMem;
 use crate::segment::{
-    binary_masks, keeps_frames, planar_tensor, sam_batch, sam_frame_logits, MaskSink, MaskStage, PromptSpec,
+    binary_masks, keeps_frames, sam_batch, sam_frame_logits, MaskSink, MaskStage, PromptSpec,
     PropagationSummary, StageInput, StageSeconds,
 };
 use candle_core::{Device, Tensor};
@@ -59,7 +59,10 @@ fn sam_seeds(
         let t = Instant::now();
         let pixels = chunk
             .iter()
-            .map(|i| planar_tensor(&model.sam_transform.apply(&frames[i]), &dev))
+            .map(|i| {
+                let t = &model.sam_transform;
+                Ok(t.to_tensor(&t.resize(&frames[i]), &dev)?)
+            })
             .collect::<Result<Vec<_>>>()?;
         sec.preprocess += t.elapsed().as_secs_f64();
         let t = Instant::now();

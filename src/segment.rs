@@ -378,9 +378,9 @@ impl MaskSink {
     }
 }
 
-/// A frame read ahead for SAM: its index, its preprocessed input, the frame itself when
-/// overlays need it.
-type SamFrame = (usize, Planar, Option<RgbImage>);
+/// A frame read ahead for SAM: its index, the frame resized for SAM (normalized and padded on
+/// the model's device), the frame itself when overlays need it.
+type SamFrame = (usize, RgbImage, Option<RgbImage>);
 
 /// Decodes every frame for SAM on this thread and preprocesses them, handing them over in
 /// order through `tx` (bounded, so memory stays flat); returns (decode, preprocess) seconds.
@@ -437,7 +437,7 @@ fn read_sam_frames(
 fn sam_inputs(transform: &SamTransform, frames: Vec<Frame>, keep_frames: bool) -> Vec<SamFrame> {
     use rayon::prelude::*;
     let one = |f: Frame| {
-        let p = transform.apply(&f.image);
+        let p = transform.resize(&f.image);
         (f.index, p, keep_frames.then_some(f.image))
     };
     if frames.len() > 1 {
@@ -592,8 +592,8 @@ fn encode_batches(
         Ok(())
     };
     for item in rx {
-        let (index, planar, frame) = item?;
-        pixels.push(planar_tensor(&planar, &dev)?);
+        let (index, resized, frame) = item?;
+        pixels.push(model.sam_transform.to_tensor(&resized, &dev)?);
         frames.push((index, frame));
         if pixels.len() == batch {
             flush(&mut pixels, &mut frames, sec)?;
@@ -797,7 +797,7 @@ mod tests {
         assert_eq!(together.len(), 9);
         for (a, b) in together.iter().zip(&alone) {
             assert_eq!(a.0, b.0);
-            assert_eq!(a.1.data, b.1.data, "frame {}", a.0);
+            assert_eq!(a.1, b.1, "frame {}", a.0);
             assert_eq!(a.2.as_ref().map(|i| i.width()), Some(40 + (a.0 - 10) as u32));
             assert!(b.2.is_none());
         }

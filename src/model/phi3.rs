@@ -351,6 +351,9 @@ impl Phi3Model {
             (k, v)
         };
         let scale = 1.0 / (hd as f64).sqrt();
+        // Scores in f32 as FlashAttention-2 computes them from bf16 q and k (f32 accumulators,
+        // never rounded to bf16); the probabilities go back to v's dtype for p·v, as there.
+        let (q, k) = (q.to_dtype(DType::F32)?, k.to_dtype(DType::F32)?);
         let mut outs = Vec::new();
         let mut a = from;
         for mask in masks {
@@ -359,8 +362,7 @@ impl Phi3Model {
             let qb = q.narrow(1, a - from, b - a)?;
             let kb = k.narrow(1, lo, keys)?;
             let vb = v.narrow(1, lo, keys)?;
-            let scores = (qb.matmul(&kb.t()?)? * scale)?;
-            let scores = scores.to_dtype(DType::F32)?.broadcast_add(mask)?;
+            let scores = (qb.matmul(&kb.t()?)? * scale)?.broadcast_add(mask)?;
             let p = softmax_last_dim(&scores)?.to_dtype(vb.dtype())?;
             outs.push(p.matmul(&vb)?);
             a = b;

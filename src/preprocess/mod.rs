@@ -4,6 +4,7 @@
 
 pub mod resample;
 
+use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 pub use resample::{resize, Filter};
 
@@ -160,6 +161,22 @@ impl SamTransform {
         resize_rgb(img, w, h, Filter::Bilinear)
     }
 
+    /// [`Self::apply`]'s normalization and padding on `device`, from the resized frame
+    /// ([`Self::resize`]): a byte per value crosses to a GPU instead of four. Bit-identical
+    /// to `apply` (the same f32 subtraction and division, IEEE on either device).
+    pub fn to_tensor(&self, resized: &RgbImage, device: &Device) -> candle_core::Result<Tensor> {
+        let (w, h) = (resized.width() as usize, resized.height() as usize);
+        let t = self.target as usize;
+        let stat = |v: [f32; 3]| Tensor::from_slice(&v, (3, 1, 1), device);
+        Tensor::from_slice(resized.as_raw(), (h, w, 3), device)?
+            .to_dtype(DType::F32)?
+            .permute((2, 0, 1))?
+            .broadcast_sub(&stat(self.mean)?)?
+            .broadcast_div(&stat(self.std)?)?
+            .pad_with_zeros(1, 0, t - h)?
+            .pad_with_zeros(2, 0, t - w)
+    }
+
     /// Full transform to a `[3, target, target]` input; padded pixels are 0.
     pub fn apply(&self, img: &RgbImage) -> Planar {
         let resized = self.resize(img);
@@ -203,6 +220,28 @@ mod tests {
         assert_eq!(t.resized_size(854, 480), (1024, 576));
         assert_eq!(t.resized_size(480, 854), (576, 1024));
         assert_eq!(t.resized_size(1, 1), (1024, 1024));
+    }
+
+    #[test]
+    fn sam_normalization_on_a_device_equals_apply_bit_for_bit() {
+        let t = SamTransform {
+            target: 96,
+            ..SamTransform::default()
+        };
+        for (w, h) in [(160, 90), (45, 80), (96, 96), (1, 1)] {
+            let img = RgbImage::from_fn(w, h, |x, y| {
+                image::Rgb([(x * 37 + y) as u8, (y * 11) as u8, (x ^ (y * 3)) as u8])
+            });
+            let want = t.apply(&img);
+            let got = t.to_tensor(&t.resize(&img), &Device::Cpu).unwrap();
+            assert_eq!(got.dims(), want.shape());
+            let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+            let same = got
+                .iter()
+                .zip(&want.data)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{w}x{h}");
+        }
     }
 
     #[test]
