@@ -11,18 +11,7 @@ fn synthetic_eval_score_round_trip() {
     let data = tempfile::tempdir().unwrap();
     let run = tempfile::tempdir().unwrap();
     let root = data.path().join("mevis");
-    let o = videolisa(&[
-        "synthetic",
-        "--dataset",
-        "mevis",
-        "--out",
-        root.to_str().unwrap(),
-        "--videos",
-        "2",
-        "--frames",
-        "3",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    common::synthetic("mevis", &root, &["--videos", "2", "--frames", "3"]);
     let out = run.path().join("mevis_u");
     let base = [
         "eval",
@@ -89,15 +78,7 @@ fn synthetic_eval_score_round_trip() {
 fn bad_usage_exits_2() {
     let data = tempfile::tempdir().unwrap();
     let root = data.path().join("r");
-    assert!(videolisa(&[
-        "synthetic",
-        "--dataset",
-        "reasonvos",
-        "--out",
-        root.to_str().unwrap()
-    ])
-    .status
-    .success());
+    common::synthetic("reasonvos", &root, &[]);
     let o = videolisa(&[
         "score",
         "--dataset",

@@ -141,19 +141,11 @@ fn mevis_eval(root: &Path, out: &Path, extra: &[&str]) -> Output {
     videolisa(&a)
 }
 
-/// A synthetic MeViS dataset at `root`.
-fn synthetic_mevis(root: &Path, extra: &[&str]) {
-    let mut a = vec!["synthetic", "--dataset", "mevis", "--out", root.to_str().unwrap()];
-    a.extend(extra);
-    let o = videolisa(&a);
-    assert!(o.status.success(), "{}", text(&o));
-}
-
 #[test]
 fn eval_resumes_only_the_same_computation() {
     let data = tempfile::tempdir().unwrap();
     let root = data.path().join("mevis");
-    synthetic_mevis(&root, &["--videos", "2", "--frames", "3"]);
+    common::synthetic("mevis", &root, &["--videos", "2", "--frames", "3"]);
     let run = tempfile::tempdir().unwrap();
     let out = run.path().join("run");
     let eval = |extra: &[&str]| {
@@ -356,7 +348,7 @@ fn overlays_of_any_frame_size_and_masks_are_kept() {
 fn dataset_problems_are_found_before_any_video_runs() {
     let data = tempfile::tempdir().unwrap();
     let root = data.path().join("mevis");
-    synthetic_mevis(&root, &[]);
+    common::synthetic("mevis", &root, &[]);
     let last = root.join("valid_u/JPEGImages/video2/00010.jpg");
     std::fs::remove_file(&last).unwrap();
     let out = data.path().join("run");
@@ -390,16 +382,7 @@ fn dataset_problems_are_found_before_any_video_runs() {
 fn synthetic_handles_many_videos_and_leaves_nothing_on_refusal() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("many");
-    let o = videolisa(&[
-        "synthetic",
-        "--dataset",
-        "ref-davis",
-        "--out",
-        root.to_str().unwrap(),
-        "--videos",
-        "37",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    common::synthetic("ref-davis", &root, &["--videos", "37"]);
     assert_eq!(names(&root.join("valid/JPEGImages")).len(), 37);
     let o = videolisa(&["synthetic", "--dataset", "mevis", "--out", root.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));

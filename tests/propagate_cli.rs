@@ -18,15 +18,21 @@ fn model_args() -> Vec<String> {
     ]
 }
 
-fn segment(video: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
-    let mut a: Vec<String> = ["segment", "--video"].iter().map(|s| s.to_string()).collect();
-    a.push(video.display().to_string());
+/// `videolisa COMMAND INPUT_FLAG INPUT -p "the red ball" --out OUT` with the tiny model and
+/// `extra`.
+fn run_on(command: &str, input_flag: &str, input: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut a: Vec<String> = [command, input_flag].map(String::from).to_vec();
+    a.push(input.display().to_string());
     a.extend(["--prompt", "the red ball", "--out"].map(String::from));
     a.push(out.display().to_string());
     a.extend(model_args());
     a.extend(extra.iter().map(|s| s.to_string()));
     let refs: Vec<&str> = a.iter().map(String::as_str).collect();
     videolisa(&refs)
+}
+
+fn segment(video: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    run_on("segment", "--video", video, out, extra)
 }
 
 #[test]
@@ -125,18 +131,7 @@ fn propagate_usage_errors_exit_2() {
 fn eval_propagate_scores_and_keeps_modes_apart() {
     let data = tempfile::tempdir().unwrap();
     let root = data.path().join("davis");
-    let o = videolisa(&[
-        "synthetic",
-        "--dataset",
-        "ref-davis",
-        "--out",
-        root.to_str().unwrap(),
-        "--videos",
-        "2",
-        "--frames",
-        "12",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    common::synthetic("ref-davis", &root, &["--videos", "2", "--frames", "12"]);
     let out = data.path().join("run");
     let xmem = fixture("xmem_tiny/XMem.pth");
     let mut base: Vec<String> = ["eval", "--dataset", "ref-davis", "--root"]
@@ -180,16 +175,7 @@ fn batch_propagate_matches_segment_and_keeps_modes_apart() {
     let o = segment(&clip, &single, &["--propagate", "--xmem", xmem.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     let out = run.path().join("batch");
-    let batch = |extra: &[&str]| {
-        let mut a: Vec<String> = ["batch", "--videos"].map(String::from).to_vec();
-        a.push(videos.display().to_string());
-        a.extend(["-p", "the red ball", "--out"].map(String::from));
-        a.push(out.display().to_string());
-        a.extend(model_args());
-        a.extend(extra.iter().map(|s| s.to_string()));
-        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
-        videolisa(&refs)
-    };
+    let batch = |extra: &[&str]| run_on("batch", "--videos", &videos, &out, extra);
     let o = batch(&["--propagate", "--xmem", xmem.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     for i in 0..160 {

@@ -265,13 +265,12 @@ impl Phi3Model {
         // the masks are the same in every layer: made once, on the device
         let all_rows = self.attention_masks(0, n, h.device())?;
         for (k, layer) in self.layers.iter().enumerate() {
-            let from = if last_row_only && k + 1 == count { n - 1 } else { 0 };
-            let masks = if from == 0 {
-                all_rows.clone()
+            if last_row_only && k + 1 == count {
+                let last = self.attention_masks(n - 1, n, h.device())?;
+                h = self.layer_forward(layer, &h, &cos, &sin, n - 1, &last)?;
             } else {
-                self.attention_masks(from, n, h.device())?
-            };
-            h = self.layer_forward(layer, &h, &cos, &sin, from, &masks)?;
+                h = self.layer_forward(layer, &h, &cos, &sin, 0, &all_rows)?;
+            }
         }
         Ok(self.norm.forward(&h)?)
     }

@@ -104,6 +104,14 @@ pub fn videolisa(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `videolisa synthetic --dataset DATASET --out ROOT EXTRA…`, which must succeed.
+pub fn synthetic(dataset: &str, root: &std::path::Path, extra: &[&str]) {
+    let mut a = vec!["synthetic", "--dataset", dataset, "--out", root.to_str().unwrap()];
+    a.extend(extra);
+    let o = videolisa(&a);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
 /// A run's stdout and stderr, for assertions and failure messages.
 pub fn text(o: &std::process::Output) -> String {
     format!(
