@@ -105,12 +105,20 @@ pub enum Error {
         /// Shape in the file.
         found: Vec<usize>,
     },
-    /// A model computation failed (candle error).
-    #[error("model computation failed: {0}")]
-    Candle(String),
-    /// A malformed value given by the caller (argument, JSON, RLE, ...).
+    /// The checkpoint's files disagree with each other or with what the model supports
+    /// (config.json, tokenizer, tensor layout); the message names the file.
     #[error("{0}")]
-    Invalid(String),
+    Checkpoint(String),
+    /// A benchmark dataset's files are malformed or inconsistent; the message names the file.
+    #[error("{0}")]
+    Dataset(String),
+    /// A bad argument, option combination or input the user gave (prompt, output folder, job,
+    /// mask, RLE string): what is wrong and how to fix it.
+    #[error("{0}")]
+    Usage(String),
+    /// A model computation failed; candle's error is the source.
+    #[error("model computation failed")]
+    Candle(#[from] candle_core::Error),
     /// An I/O failure while reading or writing `path`. The OS message is part of the text (and
     /// deliberately not an error `source`, so that a cause chain prints it once).
     #[error("{}: {err}", path.display())]
@@ -120,16 +128,19 @@ pub enum Error {
         /// The underlying error.
         err: std::io::Error,
     },
-    /// Any other runtime failure (encoder, serialization, ...).
+    /// Any other runtime failure (encoder, serialization, jobs that failed, ...).
     #[error("{0}")]
     Runtime(String),
+    /// A broken internal invariant: a bug in videolisa, never a problem with the user's input.
+    #[error("internal error (a bug in videolisa): {0}")]
+    Internal(String),
 }
 
 impl Error {
     /// Process exit code for this error: 2 for bad usage or input, 1 for runtime failures.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Io { .. } | Error::Runtime(_) | Error::Candle(_) => 1,
+            Error::Io { .. } | Error::Runtime(_) | Error::Candle(_) | Error::Internal(_) => 1,
             _ => 2,
         }
     }
@@ -141,11 +152,16 @@ impl Error {
             err,
         }
     }
-}
 
-impl From<candle_core::Error> for Error {
-    fn from(e: candle_core::Error) -> Self {
-        Error::Candle(e.to_string())
+    /// The message with its causes, `: `-separated (for logs that hold one line per failure).
+    pub fn report(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            text += &format!(": {c}");
+            cause = c.source();
+        }
+        text
     }
 }
 

@@ -184,7 +184,7 @@ pub fn resolve(spec: &str, kind: RepoKind, offline: bool) -> Result<PathBuf> {
         return Ok(path.to_path_buf());
     }
     if path.exists() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Usage(format!(
             "{spec}: is a file; expected a checkpoint folder or a hub id (owner/name)"
         )));
     }
@@ -261,7 +261,7 @@ fn download(spec: &str, kind: RepoKind, cache: &Path) -> Result<PathBuf> {
     }
     let read = |_: &str| local_index.as_ref().and_then(|p| std::fs::read_to_string(p).ok());
     let files = needed_files(kind, &have, &read)
-        .map_err(|missing| Error::Invalid(format!("`{spec}` on the hub lacks {}", missing.join(", "))))?;
+        .map_err(|missing| Error::Checkpoint(format!("`{spec}` on the hub lacks {}", missing.join(", "))))?;
     let mut dir = None;
     for f in files {
         let cached = cached_snapshot(cache, spec).is_some_and(|s| s.join(&f).exists());

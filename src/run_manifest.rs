@@ -79,7 +79,7 @@ impl RunManifest {
             Err(e) => return Err(Error::io(&path, e)),
         };
         serde_json::from_str(&text).map(Some).map_err(|e| {
-            Error::Invalid(format!(
+            Error::Usage(format!(
                 "{}: not a readable run manifest ({e}); remove it or choose another output folder",
                 path.display()
             ))
@@ -88,11 +88,7 @@ impl RunManifest {
 
     /// Writes the manifest into `dir` (atomically).
     pub fn write(&self, dir: &Path) -> Result<()> {
-        let path = dir.join(MANIFEST_FILE);
-        let json = serde_json::to_vec_pretty(self).map_err(|e| Error::Runtime(format!("JSON: {e}")))?;
-        write_atomic(&path, |w| {
-            std::io::Write::write_all(w, &json).map_err(|e| Error::io(&path, e))
-        })
+        crate::json::write_json(&dir.join(MANIFEST_FILE), self)
     }
 
     /// Marks the run complete and rewrites the manifest.
@@ -192,7 +188,7 @@ pub fn model_settings(
         ),
         (
             "device".to_string(),
-            if o.device.is_cpu() { "cpu" } else { "cuda" }.to_string(),
+            crate::device::kind_name(&o.device).to_string(),
         ),
         (
             "sampling".to_string(),
@@ -339,7 +335,7 @@ pub fn prepare_replace(dir: &Path, manifest: &mut RunManifest, force: bool) -> R
                     Some(p) => format!("a videolisa `{}` run", p.command),
                     None => format!("other files ({})", preview(&present)),
                 };
-                return Err(Error::Invalid(format!(
+                return Err(Error::Usage(format!(
                     "{}: the output folder holds {holds}; choose a new or empty folder, or pass --force to \
                      write into it ({} are replaced, other files are left alone)",
                     dir.display(),
@@ -385,7 +381,7 @@ pub fn prepare_resume(dir: &Path, manifest: &RunManifest, fresh: bool, owned: &[
             remove_entries(dir, &[MANIFEST_FILE.to_string()])?;
             start(Resume::Discarded)
         }
-        Some(prev) => Err(Error::Invalid(format!(
+        Some(prev) => Err(Error::Usage(format!(
             "{}: the results there were made with other settings:\n  {}\nrerun with the same options to \
              resume them, use another --out, or pass --fresh to discard them",
             dir.display(),
@@ -396,7 +392,7 @@ pub fn prepare_resume(dir: &Path, manifest: &RunManifest, fresh: bool, owned: &[
             if present.is_empty() {
                 start(Resume::Fresh)
             } else {
-                Err(Error::Invalid(format!(
+                Err(Error::Usage(format!(
                     "{}: the folder holds files but no run manifest ({}), so how they were made is \
                      unknown; use another --out, or pass --fresh to discard this run's outputs there",
                     dir.display(),

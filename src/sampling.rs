@@ -21,7 +21,7 @@ impl Sampling {
     /// Samples `n_sparse` sparse and `n_dense` dense frames from a video of `total` frames.
     pub fn new(total: usize, n_sparse: usize, n_dense: usize) -> Result<Self> {
         if total == 0 {
-            return Err(Error::Invalid(
+            return Err(Error::Usage(
                 "cannot sample frames from a video with zero frames".into(),
             ));
         }
@@ -36,12 +36,12 @@ impl Sampling {
     /// the sparse ones, so there cannot be more of them.
     pub fn check(n_sparse: usize, n_dense: usize) -> Result<()> {
         if n_sparse == 0 || n_dense == 0 {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Usage(format!(
                 "frame counts must be at least 1 (got --sparse {n_sparse}, --dense {n_dense})"
             )));
         }
         if n_dense > n_sparse {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Usage(format!(
                 "--dense {n_dense} is more than --sparse {n_sparse}: the dense frames are chosen among \
                  the sparse ones"
             )));

@@ -48,25 +48,23 @@ fn is_pickle(p: &Path) -> bool {
     )
 }
 
+/// A sharded checkpoint's `*.index.json`: which file holds each tensor.
+#[derive(Debug, serde::Deserialize)]
+struct ShardIndex {
+    weight_map: std::collections::BTreeMap<String, String>,
+}
+
 /// Shard files named by a `*.index.json` (`{"weight_map": {tensor: file}}`), checked to exist.
 fn shards_from_index(index: &Path) -> Result<Vec<PathBuf>> {
-    let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::Invalid(format!("{}: not valid JSON: {e}", index.display())))?;
-    let map = json["weight_map"]
-        .as_object()
-        .ok_or_else(|| Error::Invalid(format!("{}: no `weight_map` object", index.display())))?;
+    let map = crate::json::read_json::<ShardIndex>(index, Error::Checkpoint)?.weight_map;
     let dir = index.parent().unwrap_or(Path::new("."));
-    let mut files: Vec<String> = map
-        .values()
-        .filter_map(|v| v.as_str().map(String::from))
-        .collect();
+    let mut files: Vec<String> = map.into_values().collect();
     files.sort();
     files.dedup();
     let mut out = Vec::new();
     for f in files {
         if f.contains("..") || f.contains('/') || f.contains('\\') {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Checkpoint(format!(
                 "{}: shard name `{f}` is not a plain file name",
                 index.display()
             )));
@@ -132,7 +130,7 @@ impl Weights {
             let mut stores = Vec::new();
             for (i, f) in files.iter().enumerate() {
                 let pth = PthTensors::new(f, None).map_err(|e| {
-                    Error::Invalid(format!("{}: not a readable PyTorch checkpoint: {e}", f.display()))
+                    Error::Checkpoint(format!("{}: not a readable PyTorch checkpoint: {e}", f.display()))
                 })?;
                 for (name, info) in pth.tensor_infos() {
                     entries.insert(
@@ -152,7 +150,7 @@ impl Weights {
                 // SAFETY: the files are memory-mapped read-only; like every mmap user we rely on
                 // them not being truncated while the model is loaded.
                 let one = unsafe { MmapedSafetensors::new(f) }.map_err(|e| {
-                    Error::Invalid(format!("{}: not a readable safetensors file: {e}", f.display()))
+                    Error::Checkpoint(format!("{}: not a readable safetensors file: {e}", f.display()))
                 })?;
                 for (name, view) in one.tensors() {
                     entries.insert(

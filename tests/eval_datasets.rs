@@ -13,6 +13,7 @@ use videolisa::eval::synthetic::{object_mask, write, SyntheticSpec};
 use videolisa::model::videolisa::{LoadOptions, ModelPaths, VideoLisa};
 use videolisa::output::write_mask_png;
 use videolisa::segment::SegmentOptions;
+use videolisa::shard::Shard;
 
 const KINDS: [DatasetKind; 4] = [
     DatasetKind::RefYtvos,
@@ -232,23 +233,22 @@ fn eval_runs_each_layout_and_shards_merge_to_one_run() {
         let split = write(kind, root.path(), &small).unwrap();
         let ds = Dataset::load(kind, root.path(), &split).unwrap();
         let opts = |shard| EvalOptions {
-            xmem: None,
             shard,
             protocol: Protocol::Default,
             segment: SegmentOptions::default(),
         };
         let one = tempfile::tempdir().unwrap();
-        let s1 = eval(&model, &ds, one.path(), &opts(None)).unwrap();
+        let s1 = eval(&model, &ds, one.path(), &opts(Shard::WHOLE)).unwrap();
         assert_eq!(s1.ran, ds.expression_count());
-        let again = eval(&model, &ds, one.path(), &opts(None)).unwrap();
+        let again = eval(&model, &ds, one.path(), &opts(Shard::WHOLE)).unwrap();
         assert_eq!(
             (again.ran, again.resumed),
             (0, ds.expression_count()),
             "{kind:?}: a rerun resumes"
         );
         let sharded = tempfile::tempdir().unwrap();
-        let a = eval(&model, &ds, sharded.path(), &opts(Some((0, 2)))).unwrap();
-        let b = eval(&model, &ds, sharded.path(), &opts(Some((1, 2)))).unwrap();
+        let a = eval(&model, &ds, sharded.path(), &opts(Shard { index: 0, count: 2 })).unwrap();
+        let b = eval(&model, &ds, sharded.path(), &opts(Shard { index: 1, count: 2 })).unwrap();
         assert_eq!(a.ran + b.ran, ds.expression_count());
         assert!(a.score.is_none() && b.score.is_none());
         let (merged, zip) = videolisa::eval::run::finish(&ds, sharded.path(), Protocol::Default).unwrap();

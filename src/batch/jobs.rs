@@ -2,7 +2,7 @@
 //! of videos, or a JSON line on stdin, and checked before any model work.
 
 use crate::error::{Error, Result};
-use crate::eval::datasets::check_name;
+use crate::names::check_name;
 use crate::tokenizer::{check_instruction, Template};
 use crate::video::{natural_cmp, Video};
 use clap::ValueEnum;
@@ -182,7 +182,7 @@ pub fn read_manifest(path: &Path, d: &JobDefaults) -> Result<(Vec<Job>, Vec<Prob
             .from_reader(text.as_bytes());
         let headers = reader
             .headers()
-            .map_err(|e| Error::Invalid(format!("{}: unreadable CSV header: {e}", path.display())))?
+            .map_err(|e| Error::Usage(format!("{}: unreadable CSV header: {e}", path.display())))?
             .clone();
         for (i, record) in reader.records().enumerate() {
             let origin = format!("{name} row {}", i + 2);
@@ -210,7 +210,7 @@ pub fn read_manifest(path: &Path, d: &JobDefaults) -> Result<(Vec<Job>, Vec<Prob
         }
     }
     if jobs.is_empty() && problems.is_empty() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Usage(format!(
             "{}: the manifest lists no job",
             path.display()
         )));
@@ -237,7 +237,7 @@ pub fn read_folder(dir: &Path, prompts: &[String], d: &JobDefaults) -> Result<Ve
         .collect();
     entries.sort_by(|a, b| natural_cmp(&a.to_string_lossy(), &b.to_string_lossy()));
     if entries.is_empty() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Usage(format!(
             "{}: no videos, images or frame folders in it",
             dir.display()
         )));
@@ -266,7 +266,7 @@ pub fn check_job(job: &Job) -> std::result::Result<(), Problem> {
         origin: job.origin.clone(),
         what,
     };
-    check_name(Path::new("id"), "id", &job.id).map_err(|e| bad(e.to_string()))?;
+    check_name(Path::new("id"), "id", &job.id).map_err(bad)?;
     if job.prompts.is_empty() || job.prompts.iter().any(|p| p.trim().is_empty()) {
         return Err(bad("every job needs at least one non-empty prompt".into()));
     }

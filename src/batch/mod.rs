@@ -9,7 +9,7 @@ pub mod jobs;
 
 use crate::error::{Error, Result};
 use crate::model::videolisa::VideoLisa;
-use crate::output::OutputFormats;
+use crate::output::{overlay_fps, OutputFormats};
 use crate::run_manifest::{clear_item, item_fingerprint, item_state, mark_done, ItemState};
 use crate::segment::{segment_prepared, PromptSpec, SegmentOptions, SparseInputs, StageSeconds};
 use crate::video::Video;
@@ -92,8 +92,6 @@ impl JobResult {
 /// How a batch runs.
 #[derive(Debug, Clone)]
 pub struct BatchOptions {
-    /// `(i, n)`: this run takes every n-th job starting at i.
-    pub shard: Option<(usize, usize)>,
     /// Stop at the first failed job.
     pub fail_fast: bool,
     /// Read the next job's frames while the current one runs (off only to measure the gain).
@@ -120,6 +118,16 @@ pub struct BatchSummary {
 }
 
 impl BatchSummary {
+    /// Adds the counts of `later`, a run of the remaining jobs; its wall time is the batch's.
+    pub fn merge(&mut self, later: &BatchSummary) {
+        self.jobs += later.jobs;
+        self.done += later.done;
+        self.resumed += later.resumed;
+        self.failed += later.failed;
+        self.invalid += later.invalid;
+        self.seconds = later.seconds;
+    }
+
     /// Counts one result.
     pub fn add(&mut self, r: &JobResult) {
         self.jobs += 1;
@@ -180,7 +188,7 @@ impl ResultsLog {
             }),
             _ => serde_json::to_value(r),
         }
-        .map_err(|e| Error::Runtime(format!("JSON: {e}")))?
+        .map_err(|e| Error::Internal(format!("JSON: {e}")))?
         .to_string();
         line.push('\n');
         let mut f = std::fs::OpenOptions::new()
@@ -221,9 +229,7 @@ fn run_prepared(
     let formats = OutputFormats {
         mask_value: job.mask_value,
         overlay_png: job.overlay,
-        overlay_mp4: job
-            .overlay
-            .then(|| prepared.video.info().fps.filter(|f| *f > 0.0).unwrap_or(10.0)),
+        overlay_mp4: job.overlay.then(|| overlay_fps(prepared.video.info().fps)),
         rle: job.rle,
         ..OutputFormats::default()
     };
@@ -249,7 +255,7 @@ fn run_prepared(
     if !s.warnings.is_empty() {
         r.error = Some(s.warnings.join("; "));
     }
-    let record = serde_json::to_value(&r).map_err(|e| Error::Runtime(format!("JSON: {e}")))?;
+    let record = serde_json::to_value(&r).map_err(|e| Error::Internal(format!("JSON: {e}")))?;
     mark_done(&dir, &job_fingerprint(job), &record)?;
     Ok(r)
 }
@@ -289,15 +295,15 @@ fn finish_job(job: &Job, out: &Path, result: Result<JobResult>, t: Instant) -> J
         Err(e) => {
             let _ = clear_item(&out.join(&job.id));
             JobResult {
-                error: Some(e.to_string()),
+                error: Some(e.report()),
                 ..JobResult::new(job, out, JobStatus::Failed)
             }
         }
     }
 }
 
-/// Runs `jobs` (this shard of them) with one model: finished jobs are resumed, the next job's
-/// frames are read while the current one runs, each result goes to `on_result` as it is known.
+/// Runs `jobs` with one model: finished jobs are resumed, the next job's frames are read while
+/// the current one runs, each result goes to `on_result` as it is known.
 pub fn run(
     model: &VideoLisa,
     jobs: &[Job],
@@ -306,17 +312,10 @@ pub fn run(
     on_result: &mut dyn FnMut(&JobResult) -> Result<()>,
 ) -> Result<BatchSummary> {
     let t0 = Instant::now();
-    let (i, n) = opts.shard.unwrap_or((0, 1));
-    let mine: Vec<&Job> = jobs
-        .iter()
-        .enumerate()
-        .filter(|(k, _)| k % n == i)
-        .map(|(_, j)| j)
-        .collect();
     let mut summary = BatchSummary::default();
-    let bar = crate::progress::bar(mine.len() as u64, "videos");
+    let bar = crate::progress::bar(jobs.len() as u64, "videos");
     let mut todo = Vec::new();
-    for job in mine {
+    for job in jobs {
         match resumed(job, out)? {
             Some(r) => {
                 summary.add(&r);

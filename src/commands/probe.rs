@@ -1,11 +1,13 @@
 //! `videolisa probe`: what a video is (frames, size, fps, codec), which frames VideoLISA
 //! samples from it, optionally the decode speed and the model input tensors of chosen frames.
 
+use super::{positive, print_json};
 use crate::error::{Error, Result};
 use crate::output::write_atomic;
 use crate::preprocess::{ClipTransform, Planar, SamTransform};
 use crate::sampling::Sampling;
 use crate::video::{Video, VideoInfo};
+use clap::Args;
 use image::RgbImage;
 use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
@@ -46,19 +48,49 @@ impl std::str::FromStr for FrameSelection {
     }
 }
 
+/// Show a video's frames, size, fps, codec and the frames VideoLISA samples from it.
+#[derive(Args, Debug, Clone)]
+pub struct ProbeArgs {
+    /// An mp4, a folder of jpg/png frames, or a single image.
+    pub video: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// What to show and dump.
+    #[command(flatten)]
+    pub options: ProbeOptions,
+}
+
+impl ProbeArgs {
+    /// Probes the video and prints the report.
+    pub fn run(&self) -> Result<()> {
+        let report = probe(&self.video, &self.options)?;
+        if self.json {
+            return print_json(&report);
+        }
+        print!("{}", render_text(&report));
+        Ok(())
+    }
+}
+
 /// Options of `probe`.
-#[derive(Debug, Clone)]
+#[derive(Args, Debug, Clone)]
 pub struct ProbeOptions {
-    /// Number of sparse frames.
-    pub sparse: usize,
-    /// Number of dense frames.
-    pub dense: usize,
-    /// Decode every frame and measure the speed.
+    /// Decode every frame (checks the whole file, measures decode speed).
+    #[arg(long)]
     pub decode: bool,
-    /// Folder for the dumped input tensors.
+    /// Write the CLIP and SAM input tensors of the chosen frames to DIR as safetensors.
+    #[arg(long, value_name = "DIR")]
     pub dump: Option<PathBuf>,
-    /// Frames to dump.
+    /// Frames to dump (with --dump): `dense`, `sparse`, `all` or a list such as `0,5,9`.
+    #[arg(long, default_value = "dense", requires = "dump")]
     pub frames: FrameSelection,
+    /// Number of sparse frames (T_sparse).
+    #[arg(long, default_value_t = crate::sampling::DEFAULT_SPARSE, value_parser = positive)]
+    pub sparse: usize,
+    /// Number of dense frames (T_dense; at most --sparse).
+    #[arg(long, default_value_t = crate::sampling::DEFAULT_DENSE, value_parser = positive)]
+    pub dense: usize,
 }
 
 /// Result of a full decode pass.
@@ -92,8 +124,8 @@ pub struct ProbeReport {
     pub dumped: Vec<PathBuf>,
 }
 
-/// Runs `probe` on `input`.
-pub fn run(input: &Path, opts: &ProbeOptions) -> Result<ProbeReport> {
+/// What `probe` reports on `input`.
+pub fn probe(input: &Path, opts: &ProbeOptions) -> Result<ProbeReport> {
     let video = Video::open(input)?;
     let info = video.info().clone();
     let sampling = Sampling::new(info.frames, opts.sparse, opts.dense)?;
@@ -111,7 +143,7 @@ pub fn run(input: &Path, opts: &ProbeOptions) -> Result<ProbeReport> {
             FrameSelection::List(l) => l.clone(),
         };
         if let Some(&bad) = frames.iter().find(|&&f| f >= info.frames) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Usage(format!(
                 "frame {bad} is out of range: the video has {} frames (0..{})",
                 info.frames,
                 info.frames - 1
@@ -162,7 +194,7 @@ pub fn decode_all(video: &Video) -> Result<DecodeStats> {
 }
 
 fn view(dtype: Dtype, shape: Vec<usize>, data: &[u8]) -> Result<TensorView<'_>> {
-    TensorView::new(dtype, shape, data).map_err(|e| Error::Runtime(format!("safetensors: {e}")))
+    TensorView::new(dtype, shape, data).map_err(|e| Error::Internal(format!("safetensors: {e}")))
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -218,8 +250,9 @@ pub fn write_dump(
     ]
     .into_iter()
     .collect();
-    let bytes = safetensors::serialize(tensors, Some(meta))
-        .map_err(|e| Error::Runtime(format!("safetensors: {e}")))?;
+    let mut bytes = safetensors::serialize(tensors, Some(meta))
+        .map_err(|e| Error::Internal(format!("safetensors: {e}")))?;
+    crate::output::sort_safetensors_header(&mut bytes)?;
     write_atomic(path, |w| {
         std::io::Write::write_all(w, &bytes).map_err(|e| Error::io(path, e))
     })

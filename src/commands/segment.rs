@@ -2,69 +2,132 @@
 //! folder), loads VideoLISA, and segments one video for one or more prompts into an output
 //! folder that holds exactly this run's results, with its run manifest.
 
+use super::{print_json, ModelArgs, OutputArgs, PropagationArgs};
 use crate::error::{Error, Result};
-use crate::load::{LoadSpec, XMemSpec};
-use crate::model::videolisa::VideoLisa;
-use crate::output::OutputFormats;
-use crate::run_manifest::{
-    add_propagation, ensure_writable, model_settings, prepare_replace, RunManifest, MANIFEST_FILE,
-};
+use crate::run_manifest::{ensure_writable, prepare_replace, RunManifest, MANIFEST_FILE};
 use crate::sampling::Sampling;
 use crate::segment::{segment, PromptSpec, SegmentOptions, SegmentSummary};
-use crate::tokenizer::{check_instruction, Template};
+use crate::setup::RunSetup;
+use crate::tokenizer::check_instruction;
 use crate::video::Video;
+use clap::Args;
 use std::path::{Path, PathBuf};
 
-/// Everything `segment` needs from the command line.
-#[derive(Debug, Clone)]
+/// Segment what each prompt describes in every frame of a video.
+#[derive(Args, Debug, Clone)]
 pub struct SegmentArgs {
-    /// Input video.
+    /// An mp4, a folder of jpg/png frames, or a single image.
+    #[arg(long)]
     pub video: PathBuf,
-    /// Sentences.
+    /// A sentence; repeat for several objects (they share the decoded frames and SAM's encodings).
+    #[arg(long = "prompt", short, required = true)]
     pub prompts: Vec<String>,
-    /// Output folder.
+    /// Output folder: prompt_<k>/<frame>.png per prompt, summary.json and the run manifest.
+    /// A folder holding an earlier segment run is replaced; any other non-empty folder is
+    /// refused unless --force.
+    #[arg(long)]
     pub out: PathBuf,
-    /// Write into a folder that holds other files (this run's own entries are replaced).
+    /// Write into a non-empty folder that holds other files (prompt_*/ and summary.json are
+    /// replaced; other files are left alone).
+    #[arg(long)]
     pub force: bool,
-    /// Which model, dtypes, device.
-    pub load: LoadSpec,
-    /// Template.
-    pub template: Template,
-    /// Output formats (a requested overlay video takes the input's frame rate).
-    pub formats: OutputFormats,
-    /// Sparse frames.
-    pub sparse: usize,
-    /// Dense frames.
-    pub dense: usize,
-    /// Frames per SAM batch (`None`: chosen from free GPU memory).
-    pub sam_batch: Option<usize>,
-    /// Dump dir.
+    /// Which weights, how they run, how frames are sampled.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Prompt wording and output files.
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Write intermediates (ids, sampled indices, visual tokens, prompt, logits; with
+    /// --propagate also XMem++'s of the first unseeded and the last frame) to DIR.
+    #[arg(long, value_name = "DIR")]
     pub dump: Option<PathBuf>,
-    /// Post-optimization with these XMem++ weights (`--propagate --xmem`).
-    pub propagate: Option<XMemSpec>,
+    /// XMem++ post-optimization.
+    #[command(flatten)]
+    pub propagation: PropagationArgs,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
-/// The run manifest of a `segment` run: what decides its masks, and the entries it writes.
-fn manifest(
-    a: &SegmentArgs,
-    model: &VideoLisa,
-    prompts: &[PromptSpec],
-    xmem: Option<&Path>,
-) -> Result<RunManifest> {
-    let (mut settings, mut info) = model_settings(&model.paths, &model.options, a.sparse, a.dense)?;
-    if let Some(x) = xmem {
-        add_propagation(&mut settings, &mut info, x)?;
+impl SegmentArgs {
+    /// Runs the command: segments into `--out`, prints the summary, notes and warnings; an
+    /// output that could not be written is a failure (the masks are complete regardless).
+    pub fn run(&self) -> Result<()> {
+        let summary = self.segment()?;
+        if self.json {
+            print_json(&summary)?;
+        } else {
+            print!("{}", render_text(&summary, &self.out));
+        }
+        for note in summary.propagation.iter().flat_map(|p| &p.notes) {
+            eprintln!("note: {note}");
+        }
+        if summary.warnings.is_empty() {
+            return Ok(());
+        }
+        for w in &summary.warnings {
+            eprintln!("warning: {w}");
+        }
+        Err(Error::Runtime(format!(
+            "{} output(s) could not be written (above); the masks and summary.json in {} are complete",
+            summary.warnings.len(),
+            self.out.display()
+        )))
     }
-    settings.insert("template".into(), format!("{:?}", a.template).to_lowercase());
-    settings.insert("mask_value".into(), a.formats.mask_value.to_string());
-    info.insert("video".into(), a.video.display().to_string());
-    for (k, p) in prompts.iter().enumerate() {
-        info.insert(format!("prompt_{k}"), p.text.clone());
+
+    /// Checks everything cheap (options, prompts, the video, the output folder), loads the
+    /// models, and segments into `--out`, which then holds exactly this run's results with
+    /// its run manifest; returns the summary (also written to `<out>/summary.json`).
+    pub fn segment(&self) -> Result<SegmentSummary> {
+        let xmem = self.propagation.spec(self.model.offline)?;
+        let prompts = self.prompts()?;
+        let (sparse, dense) = (self.model.sparse, self.model.dense);
+        Sampling::check(sparse, dense)?;
+        let video = Video::open(&self.video)?;
+        check_output_folder(&self.out, self.force)?;
+        let mut setup = RunSetup::new("segment", &self.model.load_spec(), xmem.as_ref(), sparse, dense)?;
+        let models = setup.load()?;
+        self.describe(&mut setup.manifest, &prompts);
+        prepare_replace(&self.out, &mut setup.manifest, self.force)?;
+        let opts = SegmentOptions {
+            formats: self.output.formats(video.info().fps),
+            dump: self.dump.clone(),
+            propagate: models.xmem,
+            ..self.model.segment_options()
+        };
+        let summary = segment(&models.videolisa, &video, &prompts, Some(&self.out), &opts)?.summary;
+        setup.manifest.finish(&self.out)?;
+        Ok(summary)
     }
-    let mut m = RunManifest::new("segment", settings, info);
-    m.entries = prompts.iter().map(|p| p.dir.clone()).collect();
-    m.entries.push("summary.json".into());
-    Ok(m)
+
+    /// The prompts, each non-empty and free of the special tokens the template places.
+    fn prompts(&self) -> Result<Vec<PromptSpec>> {
+        if self.prompts.iter().any(|p| p.trim().is_empty()) {
+            return Err(Error::Usage("--prompt must not be empty".into()));
+        }
+        let prompts = PromptSpec::numbered(&self.prompts, self.output.template);
+        for p in &prompts {
+            check_instruction(&p.template.instruction(&p.text))?;
+        }
+        Ok(prompts)
+    }
+
+    /// Adds what decides a `segment` run's masks (template, mask value) to its manifest, what
+    /// it was run on, and the entries it writes.
+    fn describe(&self, m: &mut RunManifest, prompts: &[PromptSpec]) {
+        m.settings.insert(
+            "template".into(),
+            format!("{:?}", self.output.template).to_lowercase(),
+        );
+        m.settings
+            .insert("mask_value".into(), self.output.mask_value.to_string());
+        m.info.insert("video".into(), self.video.display().to_string());
+        for (k, p) in prompts.iter().enumerate() {
+            m.info.insert(format!("prompt_{k}"), p.text.clone());
+        }
+        m.entries = prompts.iter().map(|p| p.dir.clone()).collect();
+        m.entries.push("summary.json".into());
+    }
 }
 
 /// Refuses, before the model loads, an output folder that holds something other than an earlier
@@ -76,7 +139,7 @@ fn check_output_folder(out: &Path, force: bool) -> Result<()> {
     }
     match RunManifest::read(out)? {
         Some(m) if m.command == "segment" => Ok(()),
-        Some(m) => Err(Error::Invalid(format!(
+        Some(m) => Err(Error::Usage(format!(
             "{}: the output folder holds a videolisa `{}` run; choose another --out (or pass --force)",
             out.display(),
             m.command
@@ -89,7 +152,7 @@ fn check_output_folder(out: &Path, force: bool) -> Result<()> {
                 .find(|n| n != MANIFEST_FILE);
             match foreign {
                 None => Ok(()),
-                Some(name) => Err(Error::Invalid(format!(
+                Some(name) => Err(Error::Usage(format!(
                     "{}: the output folder is not empty (it holds `{name}`) and is not an earlier videolisa \
                      segment run; choose a new or empty folder, or pass --force to write into it (prompt_*/ \
                      and summary.json are replaced, other files are left alone)",
@@ -98,45 +161,6 @@ fn check_output_folder(out: &Path, force: bool) -> Result<()> {
             }
         }
     }
-}
-
-/// Runs the command; returns the summary (also written to `<out>/summary.json`).
-pub fn run(a: &SegmentArgs) -> Result<SegmentSummary> {
-    if a.prompts.iter().any(|p| p.trim().is_empty()) {
-        return Err(Error::Invalid("--prompt must not be empty".into()));
-    }
-    let prompts = PromptSpec::numbered(&a.prompts, a.template);
-    for p in &prompts {
-        check_instruction(&p.template.instruction(&p.text))?;
-    }
-    Sampling::check(a.sparse, a.dense)?;
-    let video = Video::open(&a.video)?;
-    check_output_folder(&a.out, a.force)?;
-    let xmem_path = a.propagate.as_ref().map(XMemSpec::resolve).transpose()?;
-    let model = a.load.load()?;
-    let xmem = xmem_path
-        .as_deref()
-        .map(|p| crate::model::xmem::XMem::open(p, &model.options.device).map(std::sync::Arc::new))
-        .transpose()?;
-    let mut manifest = manifest(a, &model, &prompts, xmem_path.as_deref())?;
-    prepare_replace(&a.out, &mut manifest, a.force)?;
-    let mut formats = a.formats.clone();
-    if formats.overlay_mp4.is_some() {
-        formats.overlay_mp4 = Some(video.info().fps.filter(|f| *f > 0.0).unwrap_or(10.0));
-    }
-    let opts = SegmentOptions {
-        n_sparse: a.sparse,
-        n_dense: a.dense,
-        formats,
-        sam_batch: a.sam_batch,
-        dump: a.dump.clone(),
-        keep_logits: false,
-        write_summary: true,
-        propagate: xmem,
-    };
-    let summary = segment(&model, &video, &prompts, Some(&a.out), &opts)?.summary;
-    manifest.finish(&a.out)?;
-    Ok(summary)
 }
 
 /// Human-readable summary.

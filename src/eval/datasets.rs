@@ -4,6 +4,7 @@
 //! the ground truth is.
 
 use crate::error::{Error, Result};
+use crate::shard::Shard;
 use crate::tokenizer::Template;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -119,46 +120,13 @@ pub struct Dataset {
     pub mask_dict: Option<PathBuf>,
 }
 
-/// Rejects names that could escape the output folder.
-pub fn check_name(file: &Path, what: &str, s: &str) -> Result<()> {
-    let bad = s.is_empty()
-        || s == "."
-        || s == ".."
-        || s.contains('/')
-        || s.contains('\\')
-        || s.contains('\0')
-        || s.contains(':');
-    if bad {
-        return Err(Error::Invalid(format!(
-            "{}: {what} {s:?} is not a plain name (path separators, `..` and empty names are rejected)",
-            file.display()
-        )));
-    }
-    // outputs are `<name>.png` (or `<name>/…`): keep room for the extension in 255 bytes
-    if s.len() > MAX_NAME {
-        return Err(Error::Invalid(format!(
-            "{}: {what} {:?}… is {} bytes long; names that become file names may have at most {MAX_NAME}",
-            file.display(),
-            s.chars().take(40).collect::<String>(),
-            s.len()
-        )));
-    }
-    Ok(())
+fn read_json(path: &Path) -> Result<Value> {
+    crate::json::read_json(path, Error::Dataset)
 }
 
-/// Longest name accepted for something that becomes a file or folder name (255-byte file
-/// systems, minus room for `.png`).
-pub const MAX_NAME: usize = 250;
-
-fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::NotFound {
-            path: path.to_path_buf(),
-        },
-        _ => Error::io(path, e),
-    })?;
-    serde_json::from_str(&text)
-        .map_err(|e| Error::Invalid(format!("{}: not valid JSON: {e}", path.display())))
+/// [`check_name`] as a dataset error.
+fn check_name(file: &Path, what: &str, s: &str) -> Result<()> {
+    crate::names::check_name(file, what, s).map_err(Error::Dataset)
 }
 
 /// A string or number as a string (ids are written both ways in the wild).
@@ -180,7 +148,7 @@ fn ids_of(v: Option<&Value>) -> Vec<String> {
 
 fn frames_of(file: &Path, video: &str, v: &Value) -> Result<Vec<String>> {
     let a = v.get("frames").and_then(Value::as_array).ok_or_else(|| {
-        Error::Invalid(format!(
+        Error::Dataset(format!(
             "{}: video {video:?} has no `frames` list",
             file.display()
         ))
@@ -188,7 +156,7 @@ fn frames_of(file: &Path, video: &str, v: &Value) -> Result<Vec<String>> {
     let mut out = Vec::with_capacity(a.len());
     for f in a {
         let s = f.as_str().ok_or_else(|| {
-            Error::Invalid(format!(
+            Error::Dataset(format!(
                 "{}: video {video:?}: frame name {f} is not a string",
                 file.display()
             ))
@@ -202,13 +170,13 @@ fn frames_of(file: &Path, video: &str, v: &Value) -> Result<Vec<String>> {
 fn videos_obj<'a>(file: &Path, v: &'a Value) -> Result<&'a serde_json::Map<String, Value>> {
     v.get("videos")
         .and_then(Value::as_object)
-        .ok_or_else(|| Error::Invalid(format!("{}: no `videos` object", file.display())))
+        .ok_or_else(|| Error::Dataset(format!("{}: no `videos` object", file.display())))
 }
 
 impl Dataset {
     /// Reads `split` of `kind` under `root`.
     pub fn load(kind: DatasetKind, root: &Path, split: &str) -> Result<Self> {
-        check_name(Path::new("--split"), "split", split)?;
+        crate::names::check_name(Path::new("--split"), "split", split).map_err(Error::Usage)?;
         let mut ds = Dataset {
             kind,
             root: root.to_path_buf(),
@@ -233,7 +201,7 @@ impl Dataset {
         for v in &self.videos {
             for e in &v.expressions {
                 if let Some((video, exp)) = seen.insert(&e.out_dir, (&v.name, &e.exp_id)) {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::Dataset(format!(
                         "{}: video {video:?} expression {exp:?} and video {:?} expression {:?} would both write \
                          predictions to `{}`",
                         self.root.display(),
@@ -335,7 +303,7 @@ impl Dataset {
             check_name(file, "video name", name)?;
             let frames = frames_of(file, name, v)?;
             let exps = v.get("expressions").and_then(Value::as_object).ok_or_else(|| {
-                Error::Invalid(format!(
+                Error::Dataset(format!(
                     "{}: video {name:?} has no `expressions` object",
                     file.display()
                 ))
@@ -344,7 +312,7 @@ impl Dataset {
             for (exp_id, e) in exps {
                 check_name(file, "exp_id", exp_id)?;
                 let text = e.get("exp").and_then(Value::as_str).ok_or_else(|| {
-                    Error::Invalid(format!("{}: {name}/{exp_id} has no `exp` text", file.display()))
+                    Error::Dataset(format!("{}: {name}/{exp_id} has no `exp` text", file.display()))
                 })?;
                 let obj_ids = ids_of(e.get("obj_id"));
                 expressions.push(Expression {
@@ -373,10 +341,10 @@ impl Dataset {
             check_name(&file, "video name", name)?;
             let frames = frames_of(&file, name, v)?;
             let source = v.get("source").and_then(Value::as_str).ok_or_else(|| {
-                Error::Invalid(format!("{}: video {name:?} has no `source`", file.display()))
+                Error::Dataset(format!("{}: video {name:?} has no `source`", file.display()))
             })?;
             let exps = v.get("expressions").and_then(Value::as_array).ok_or_else(|| {
-                Error::Invalid(format!(
+                Error::Dataset(format!(
                     "{}: video {name:?}: `expressions` must be a list",
                     file.display()
                 ))
@@ -385,7 +353,7 @@ impl Dataset {
             for (i, e) in exps.iter().enumerate() {
                 let field = |k: &str| {
                     e.get(k).and_then(id_string).ok_or_else(|| {
-                        Error::Invalid(format!(
+                        Error::Dataset(format!(
                             "{}: video {name:?} expression {i}: no `{k}`",
                             file.display()
                         ))
@@ -393,7 +361,7 @@ impl Dataset {
                 };
                 let (obj_id, exp_id) = (field("obj_id")?, field("exp_id")?);
                 let text = e.get("exp_text").and_then(Value::as_str).ok_or_else(|| {
-                    Error::Invalid(format!(
+                    Error::Dataset(format!(
                         "{}: video {name:?} expression {i}: no `exp_text`",
                         file.display()
                     ))
@@ -428,14 +396,9 @@ impl Dataset {
         self.videos.iter().map(|v| v.expressions.len()).sum()
     }
 
-    /// The videos of shard `i` of `n` (every n-th video by name, deterministic).
-    pub fn shard(&self, i: usize, n: usize) -> Vec<&VideoEntry> {
-        self.videos
-            .iter()
-            .enumerate()
-            .filter(|(k, _)| k % n == i)
-            .map(|(_, v)| v)
-            .collect()
+    /// The videos of `shard` (every n-th video by name, deterministic).
+    pub fn shard(&self, shard: Shard) -> Vec<&VideoEntry> {
+        shard.take(&self.videos)
     }
 }
 
@@ -447,37 +410,12 @@ pub fn natural_key(s: &str) -> (usize, String) {
     }
 }
 
-/// Parses `--shard i/n`.
-pub fn parse_shard(s: &str) -> Result<(usize, usize)> {
-    let bad = || Error::Invalid(format!("--shard {s}: expected i/n with 0 ≤ i < n"));
-    let (a, b) = s.split_once('/').ok_or_else(bad)?;
-    let (i, n) = (
-        a.trim().parse::<usize>().map_err(|_| bad())?,
-        b.trim().parse::<usize>().map_err(|_| bad())?,
-    );
-    if n == 0 || i >= n {
-        return Err(bad());
-    }
-    Ok((i, n))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn names_and_shards() {
-        assert!(check_name(Path::new("x"), "id", "abc_1").is_ok());
-        let long = "e".repeat(MAX_NAME + 1);
-        assert!(check_name(Path::new("x"), "exp_id", &long)
-            .unwrap_err()
-            .to_string()
-            .contains("bytes long"));
-        for bad in ["", ".", "..", "a/b", "..\\x", "a\0"] {
-            assert!(check_name(Path::new("x"), "id", bad).is_err(), "{bad:?}");
-        }
-        assert_eq!(parse_shard("1/4").unwrap(), (1, 4));
-        assert!(parse_shard("4/4").is_err() && parse_shard("x").is_err() && parse_shard("0/0").is_err());
+    fn natural_order() {
         let mut v = vec!["10", "2", "1", "x"];
         v.sort_by_key(|s| natural_key(s));
         assert_eq!(v, vec!["1", "2", "10", "x"]);

@@ -9,6 +9,7 @@ use crate::model::videolisa::VideoLisa;
 use crate::output::{write_atomic, OutputFormats};
 use crate::run_manifest::{clear_item, item_fingerprint, item_state, mark_done, ItemState};
 use crate::segment::{segment, PromptSpec, SegmentOptions};
+use crate::shard::Shard;
 use crate::video::Video;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -33,15 +34,12 @@ pub fn is_done(out: &Path, v: &VideoEntry, e: &Expression) -> bool {
 /// What `eval` does.
 #[derive(Debug, Clone)]
 pub struct EvalOptions {
-    /// `(i, n)`: this run handles every n-th video starting at i.
-    pub shard: Option<(usize, usize)>,
+    /// The videos this run handles (every n-th video starting at i).
+    pub shard: Shard,
     /// Scoring protocol (Ref-DAVIS).
     pub protocol: Protocol,
-    /// Pipeline options (frames, batch).
+    /// Pipeline options (frames, batch, XMem++ for post-optimization).
     pub segment: SegmentOptions,
-    /// Post-optimization with these XMem++ weights (`--propagate --xmem`); loaded by `run_eval`
-    /// onto the model's device.
-    pub xmem: Option<crate::load::XMemSpec>,
 }
 
 /// What an `eval` run did.
@@ -97,9 +95,10 @@ fn run_video(model: &VideoLisa, v: &VideoEntry, out: &Path, opts: &SegmentOption
     };
     let r = segment(model, &video, &specs, Some(out), &opts)?;
     // one summary per video (shards may run at the same time on one --out)
-    let target = out.join(".summaries").join(format!("{}.json", v.name));
-    let json = serde_json::to_vec_pretty(&r.summary).map_err(|e| Error::Runtime(format!("JSON: {e}")))?;
-    write_atomic(&target, |w| w.write_all(&json).map_err(|e| Error::io(&target, e)))?;
+    crate::json::write_json(
+        &out.join(".summaries").join(format!("{}.json", v.name)),
+        &r.summary,
+    )?;
     for (e, p) in todo.iter().zip(&r.summary.prompts) {
         let record = serde_json::json!({"frames": r.summary.frames, "foreground": p.foreground});
         mark_done(&out.join(&e.out_dir), &expression_fingerprint(v, e), &record)?;
@@ -110,8 +109,7 @@ fn run_video(model: &VideoLisa, v: &VideoEntry, out: &Path, opts: &SegmentOption
 /// Runs (this shard of) the split, then scores or packs a submission when the run covers it all.
 pub fn eval(model: &VideoLisa, ds: &Dataset, out: &Path, opts: &EvalOptions) -> Result<EvalSummary> {
     let t0 = Instant::now();
-    let (i, n) = opts.shard.unwrap_or((0, 1));
-    let videos = ds.shard(i, n);
+    let videos = ds.shard(opts.shard);
     let mut seg = opts.segment.clone();
     seg.formats = OutputFormats {
         mask_value: 255,
@@ -126,8 +124,7 @@ pub fn eval(model: &VideoLisa, ds: &Dataset, out: &Path, opts: &EvalOptions) -> 
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let whole = n == 1;
-    let (score, submission) = if whole {
+    let (score, submission) = if opts.shard.is_whole() {
         finish(ds, out, opts.protocol)?
     } else {
         (None, None)
@@ -158,7 +155,7 @@ pub fn finish(
         .take(5)
         .collect();
     if !missing.is_empty() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Usage(format!(
             "{}: not every expression is finished (e.g. {}); run the remaining shards first",
             out.display(),
             missing.join(", ")

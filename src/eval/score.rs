@@ -10,7 +10,7 @@ use crate::output::{decode_png, read_mask_png, write_atomic, write_indexed_png, 
 use image::GrayImage;
 use rayon::prelude::*;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// How Ref-DAVIS17 is scored.
@@ -105,7 +105,7 @@ pub struct ScoreReport {
     /// How missing predictions were counted.
     pub missing_policy: String,
     /// Items scored / counted as zero / excluded.
-    pub counts: HashMap<String, usize>,
+    pub counts: BTreeMap<String, usize>,
     /// Per annotator run (ReferFormer protocol): J, F, J&F.
     pub per_annotator: Vec<[f64; 3]>,
     /// Frames compared.
@@ -132,14 +132,14 @@ pub fn read_gray(path: &Path) -> Result<(usize, usize, Vec<u8>)> {
         png::ColorType::Rgb => px.chunks(3).map(|c| luma(c[0], c[1], c[2])).collect(),
         png::ColorType::Rgba => px.chunks(4).map(|c| luma(c[0], c[1], c[2])).collect(),
         png::ColorType::Indexed => {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Internal(format!(
                 "{}: palette not expanded",
                 path.display()
             )));
         }
     };
     if data.len() != w * h {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Internal(format!(
             "{}: unexpected PNG buffer size",
             path.display()
         )));
@@ -160,7 +160,7 @@ pub fn read_prediction(path: &Path) -> Result<BinMask> {
 
 fn same_size(a: &BinMask, b: &BinMask, pred: &Path, gt: &str) -> Result<()> {
     if (a.width, a.height) != (b.width, b.height) {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Usage(format!(
             "{}: prediction is {}x{} but the ground truth ({gt}) is {}x{}",
             pred.display(),
             a.width,
@@ -181,15 +181,12 @@ pub struct MaskDict {
 impl MaskDict {
     /// Reads the file.
     pub fn open(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|e| Error::Invalid(format!("{}: not valid JSON: {e}", path.display())))?;
-        match v {
+        match crate::json::read_json(path, Error::Dataset)? {
             Value::Object(map) => Ok(MaskDict {
                 path: path.to_path_buf(),
                 map,
             }),
-            _ => Err(Error::Invalid(format!(
+            _ => Err(Error::Dataset(format!(
                 "{}: expected an object of anno ids",
                 path.display()
             ))),
@@ -201,13 +198,13 @@ impl MaskDict {
         let mut out: Option<BinMask> = None;
         for a in anno_ids {
             let list = self.map.get(a).and_then(Value::as_array).ok_or_else(|| {
-                Error::Invalid(format!(
+                Error::Dataset(format!(
                     "{}: anno id {a:?} is missing or not a list",
                     self.path.display()
                 ))
             })?;
             let entry = list.get(t).ok_or_else(|| {
-                Error::Invalid(format!(
+                Error::Dataset(format!(
                     "{}: anno id {a:?} has no entry for frame {t}",
                     self.path.display()
                 ))
@@ -216,18 +213,18 @@ impl MaskDict {
                 continue;
             }
             let rle: Rle = serde_json::from_value(entry.clone()).map_err(|e| {
-                Error::Invalid(format!(
+                Error::Dataset(format!(
                     "{}: anno id {a:?} frame {t}: malformed RLE: {e}",
                     self.path.display()
                 ))
             })?;
             let m = rle.decode().map_err(|e| {
-                Error::Invalid(format!("{}: anno id {a:?} frame {t}: {e}", self.path.display()))
+                Error::Dataset(format!("{}: anno id {a:?} frame {t}: {e}", self.path.display()))
             })?;
             let m = BinMask::from_bytes(m.width() as usize, m.height() as usize, m.as_raw());
             match &mut out {
                 Some(o) if (o.width, o.height) != (m.width, m.height) => {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::Dataset(format!(
                         "{}: frame {t}: anno ids of one expression have different sizes",
                         self.path.display()
                     )));
@@ -261,7 +258,7 @@ fn score_expression(
     let (mut js, mut fs) = (Vec::new(), Vec::new());
     match &e.gt {
         GroundTruth::None => {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Usage(format!(
                 "{:?} {} has no local ground truth (Ref-YouTube-VOS valid and MeViS valid are scored on \
                  their servers: upload the submission zip `videolisa eval` writes)",
                 ds.kind, ds.split
@@ -308,7 +305,7 @@ fn score_expression(
             }
         }
         GroundTruth::MaskDict { anno_ids } => {
-            let md = md.ok_or_else(|| Error::Invalid("mask_dict.json is missing".into()))?;
+            let md = md.ok_or_else(|| Error::Dataset("mask_dict.json is missing".into()))?;
             if !pred.join(&v.name).is_dir() {
                 return Ok(item(0.0, 0.0, v.frames.len(), Status::MissingZero));
             }
@@ -341,7 +338,7 @@ pub fn score(
         (Protocol::Default, DatasetKind::RefDavis) => Protocol::Referformer,
         (Protocol::Default, _) => Protocol::PerExpression,
         (Protocol::Referformer, k) if k != DatasetKind::RefDavis => {
-            return Err(Error::Invalid(
+            return Err(Error::Usage(
                 "--protocol referformer applies to ref-davis only".into(),
             ))
         }
@@ -390,7 +387,7 @@ fn report(
     per_annotator: Vec<[f64; 3]>,
     items: Vec<ItemScore>,
 ) -> ScoreReport {
-    let mut counts = HashMap::new();
+    let mut counts = BTreeMap::new();
     for s in [Status::Scored, Status::MissingZero, Status::Excluded] {
         let key = s.name().to_string();
         counts.insert(key, items.iter().filter(|i| i.status == s).count());
@@ -481,7 +478,7 @@ fn davis_video(v: &VideoEntry, a: usize, pred: &Path, merged_out: Option<&Path>)
         _ => None,
     }) {
         Some(d) => d,
-        None => return Err(Error::Invalid(format!("video {}: no Annotations folder", v.name))),
+        None => return Err(Error::Dataset(format!("video {}: no Annotations folder", v.name))),
     };
     let mut gt_frames: Vec<String> = std::fs::read_dir(&gt_dir)
         .map_err(|e| Error::io(&gt_dir, e))?
@@ -503,7 +500,7 @@ fn davis_video(v: &VideoEntry, a: usize, pred: &Path, merged_out: Option<&Path>)
             let pp = pred.join(&e.out_dir).join(format!("{f}.png"));
             let (pw, ph, gray) = read_gray(&pp)?;
             if (pw, ph) != (w, h) {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Usage(format!(
                     "{}: prediction is {pw}x{ph} but the ground truth is {w}x{h}",
                     pp.display()
                 )));
@@ -523,7 +520,7 @@ fn davis_video(v: &VideoEntry, a: usize, pred: &Path, merged_out: Option<&Path>)
     let n_gt = gts.first().map_or(0, |g| g.2.iter().copied().max().unwrap_or(0)) as usize;
     let n_pred = (preds.iter().flat_map(|p| p.iter().copied()).max().unwrap_or(0) as usize).max(n_gt);
     if n_pred > 20 {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Usage(format!(
             "video {}: more than 20 predicted objects",
             v.name
         )));
@@ -586,10 +583,7 @@ pub fn write_reports(r: &ScoreReport, dir: &Path) -> Result<()> {
             std::io::Write::write_all(w, body.as_bytes()).map_err(|e| Error::io(&path, e))
         })
     };
-    put(
-        "results.json",
-        serde_json::to_string_pretty(r).map_err(|e| Error::Runtime(format!("JSON: {e}")))?,
-    )?;
+    crate::json::write_json(&dir.join("results.json"), r)?;
     let mut csv = String::from("video,id,J,F,JF,frames,status\n");
     for i in &r.items {
         csv += &format!(
@@ -649,11 +643,10 @@ pub fn render_markdown(r: &ScoreReport) -> String {
         }
         s += "\n";
     }
-    let mut keys: Vec<_> = r.counts.iter().collect();
-    keys.sort();
     s += &format!(
         "Items: {}. Frames compared: {}. Missing predictions: {}.\n",
-        keys.iter()
+        r.counts
+            .iter()
             .map(|(k, v)| format!("{k} {v}"))
             .collect::<Vec<_>>()
             .join(", "),

@@ -79,17 +79,6 @@ fn frame_image(spec: &SyntheticSpec, v: usize, t: usize) -> RgbImage {
     img
 }
 
-fn save_json(path: &Path, v: &Value) -> Result<()> {
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
-    }
-    std::fs::write(
-        path,
-        serde_json::to_vec_pretty(v).map_err(|e| Error::Runtime(e.to_string()))?,
-    )
-    .map_err(|e| Error::io(path, e))
-}
-
 fn save_frames(spec: &SyntheticSpec, dir: &Path, v: usize) -> Result<Vec<String>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut names = Vec::new();
@@ -118,14 +107,14 @@ pub fn video_name(v: usize) -> String {
 /// leaves nothing behind; `root` must not exist or be empty.
 pub fn write(kind: DatasetKind, root: &Path, spec: &SyntheticSpec) -> Result<String> {
     if spec.videos == 0 || spec.frames == 0 || spec.width < 16 || spec.height < 16 {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Usage(format!(
             "a synthetic dataset needs at least 1 video and 1 frame of at least 16x16 (got {} videos, {} \
              frames, {}x{})",
             spec.videos, spec.frames, spec.width, spec.height
         )));
     }
     if std::fs::read_dir(root).is_ok_and(|mut d| d.next().is_some()) {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Usage(format!(
             "{}: the folder is not empty; choose a new one",
             root.display()
         )));
@@ -167,11 +156,11 @@ fn write_ytvos(root: &Path, spec: &SyntheticSpec) -> Result<String> {
         }
         valid.insert(name, entry);
     }
-    save_json(
+    crate::json::write_json(
         &root.join("meta_expressions/valid/meta_expressions.json"),
         &json!({"videos": valid}),
     )?;
-    save_json(
+    crate::json::write_json(
         &root.join("meta_expressions/test/meta_expressions.json"),
         &json!({"videos": test}),
     )?;
@@ -221,7 +210,7 @@ fn write_davis(root: &Path, spec: &SyntheticSpec) -> Result<String> {
         }
         videos.insert(name, json!({"expressions": exps, "frames": frames}));
     }
-    save_json(
+    crate::json::write_json(
         &root.join("meta_expressions/valid/meta_expressions.json"),
         &json!({"videos": videos}),
     )?;
@@ -259,8 +248,8 @@ fn write_mevis(root: &Path, spec: &SyntheticSpec) -> Result<String> {
         });
         videos.insert(name, json!({"expressions": exps, "frames": frames}));
     }
-    save_json(&dir.join("meta_expressions.json"), &json!({"videos": videos}))?;
-    save_json(&dir.join("mask_dict.json"), &Value::Object(mask_dict))?;
+    crate::json::write_json(&dir.join("meta_expressions.json"), &json!({"videos": videos}))?;
+    crate::json::write_json(&dir.join("mask_dict.json"), &Value::Object(mask_dict))?;
     Ok("valid_u".into())
 }
 
@@ -290,6 +279,6 @@ fn write_reasonvos(root: &Path, spec: &SyntheticSpec) -> Result<String> {
             json!({"source": source, "frames": frames, "expressions": exps}),
         );
     }
-    save_json(&root.join("meta_expressions.json"), &json!({"videos": videos}))?;
+    crate::json::write_json(&root.join("meta_expressions.json"), &json!({"videos": videos}))?;
     Ok("all".into())
 }

@@ -3,12 +3,13 @@
 //! ViT-L/14-336) with the CLS token dropped. The last layer is never computed.
 
 use crate::error::{Error, Result};
-use crate::model::{conv2d, softmax_last_dim, LayerNorm};
+use crate::json::{parse_json, read_json};
+use crate::model::{conv2d, softmax_last_dim, ConfigKind, LayerNorm};
 use crate::preprocess::ClipTransform;
 use crate::weights::Loader;
 use candle_core::{Module, Tensor, D};
 use candle_nn::Linear;
-use serde_json::Value;
+use serde::Deserialize;
 use std::path::Path;
 
 /// Sizes of the vision tower: widths from tensor shapes, heads and eps from `config.json`.
@@ -32,6 +33,80 @@ pub struct ClipVisionConfig {
     pub select_layer: i64,
 }
 
+/// The vision fields of a CLIP `config.json` that tensor shapes cannot tell; checked by
+/// [`ClipVisionJson::validate`].
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClipVisionJson {
+    /// Only `quick_gelu` (CLIP ViT's) is supported.
+    #[serde(default = "quick_gelu")]
+    pub hidden_act: String,
+    /// Attention heads (16 for ViT-L).
+    #[serde(default = "default_heads")]
+    pub num_attention_heads: usize,
+    /// LayerNorm epsilon.
+    #[serde(default = "default_layer_norm_eps")]
+    pub layer_norm_eps: f64,
+}
+
+fn quick_gelu() -> String {
+    "quick_gelu".into()
+}
+
+fn default_heads() -> usize {
+    12
+}
+
+fn default_layer_norm_eps() -> f64 {
+    1e-5
+}
+
+/// A CLIP `config.json`: a `CLIPModel` config holds the vision fields in `vision_config`, a
+/// vision-only config at its top level.
+#[derive(Debug, Clone, Deserialize)]
+struct ClipConfigFile {
+    #[serde(default)]
+    vision_config: Option<ClipVisionJson>,
+    #[serde(flatten)]
+    top: ClipVisionJson,
+}
+
+impl ClipVisionJson {
+    /// Reads and checks the vision fields of `path`; a VideoLISA config there is named as such
+    /// (swapped `--model` and `--clip`).
+    pub fn open(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let kind: ConfigKind = parse_json(path, &text, Error::Checkpoint)?;
+        if !kind.is_clip() {
+            return Err(Error::Checkpoint(format!(
+                "{}: this is not a CLIP tower (model_type {:?}){}",
+                path.display(),
+                kind.model_type,
+                if kind.is_videolisa() {
+                    "; it is a VideoLISA checkpoint, which belongs to --model (are --model and --clip swapped?)"
+                } else {
+                    ""
+                }
+            )));
+        }
+        let file: ClipConfigFile = parse_json(path, &text, Error::Checkpoint)?;
+        let vision = file.vision_config.unwrap_or(file.top);
+        vision.validate(path)?;
+        Ok(vision)
+    }
+
+    /// Checks what serde cannot: the activation.
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        if self.hidden_act != "quick_gelu" {
+            return Err(Error::Checkpoint(format!(
+                "{}: vision hidden_act {:?} is not supported (CLIP ViT uses quick_gelu)",
+                path.display(),
+                self.hidden_act
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl ClipVisionConfig {
     /// Patches per image (576).
     pub fn num_patches(&self) -> usize {
@@ -41,38 +116,13 @@ impl ClipVisionConfig {
     /// Reads `config.json` of a CLIP dir (a `CLIPModel` config with `vision_config`, or a
     /// vision config) and the tensor shapes under `l` (at `vision_model`).
     pub fn load(config: &Path, l: &Loader, select_layer: i64) -> Result<Self> {
-        let text = std::fs::read_to_string(config).map_err(|e| Error::io(config, e))?;
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|e| Error::Invalid(format!("{}: not valid JSON: {e}", config.display())))?;
-        let model_type = v.get("model_type").and_then(Value::as_str).unwrap_or("");
-        if !model_type.starts_with("clip") && v.get("vision_config").is_none() {
-            return Err(Error::Invalid(format!(
-                "{}: this is not a CLIP tower (model_type {model_type:?}){}",
-                config.display(),
-                if v.get("mm_projector_type").is_some() {
-                    "; it is a VideoLISA checkpoint, which belongs to --model (are --model and --clip swapped?)"
-                } else {
-                    ""
-                }
-            )));
-        }
-        let vc = v.get("vision_config").unwrap_or(&v);
-        let act = vc
-            .get("hidden_act")
-            .and_then(Value::as_str)
-            .unwrap_or("quick_gelu");
-        if act != "quick_gelu" {
-            return Err(Error::Invalid(format!(
-                "{}: vision hidden_act {act:?} is not supported (CLIP ViT uses quick_gelu)",
-                config.display()
-            )));
-        }
+        let vc = ClipVisionJson::open(config)?;
         let patch = l.shape("embeddings.patch_embedding.weight")?;
         let pos = l.shape("embeddings.position_embedding.weight")?;
         let (hidden, p) = (patch[0], patch[2]);
         let grid = ((pos[0].saturating_sub(1)) as f64).sqrt() as usize;
         if grid * grid + 1 != pos[0] {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Checkpoint(format!(
                 "{}: position embedding {pos:?} is not 1 + a square number of patches",
                 l.weights()
                     .file_of(&l.name("embeddings.position_embedding.weight"))
@@ -82,19 +132,16 @@ impl ClipVisionConfig {
         while l.contains(&format!("encoder.layers.{layers}.layer_norm1.weight")) {
             layers += 1;
         }
-        let heads = vc
-            .get("num_attention_heads")
-            .and_then(Value::as_u64)
-            .unwrap_or(12) as usize;
-        if layers < 2 || hidden % heads != 0 {
-            return Err(Error::Invalid(format!(
+        let heads = vc.num_attention_heads;
+        if layers < 2 || heads == 0 || hidden % heads != 0 {
+            return Err(Error::Checkpoint(format!(
                 "{}: {layers} vision layers of width {hidden} with {heads} heads is not a usable CLIP tower",
                 config.display()
             )));
         }
         let n = layers as i64;
         if select_layer >= 0 || -select_layer > n + 1 {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Checkpoint(format!(
                 "mm_vision_select_layer {select_layer} is out of range"
             )));
         }
@@ -105,7 +152,7 @@ impl ClipVisionConfig {
             num_attention_heads: heads,
             image_size: grid * p,
             patch_size: p,
-            layer_norm_eps: vc.get("layer_norm_eps").and_then(Value::as_f64).unwrap_or(1e-5),
+            layer_norm_eps: vc.layer_norm_eps,
             select_layer,
         })
     }
@@ -114,6 +161,71 @@ impl ClipVisionConfig {
     /// (`hidden_states` has the embeddings at 0 and layer i's output at i+1).
     pub fn layers_to_run(&self) -> usize {
         (self.num_hidden_layers as i64 + 1 + self.select_layer) as usize
+    }
+}
+
+/// `preprocessor_config.json` of a CLIP dir: what [`clip_transform`] takes from it.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PreprocessorConfig {
+    /// Resize target: a number, or `{"shortest_edge": n}` / `{"height": n, ...}`.
+    #[serde(default)]
+    pub size: Option<Side>,
+    /// Center crop: a number, or `{"height": n, ...}` / `{"shortest_edge": n}`.
+    #[serde(default)]
+    pub crop_size: Option<Side>,
+    /// Per-channel mean (3 values).
+    #[serde(default)]
+    pub image_mean: Option<Vec<f32>>,
+    /// Per-channel std (3 values).
+    #[serde(default)]
+    pub image_std: Option<Vec<f32>>,
+}
+
+/// A side length as preprocessor configs write it over the transformers versions.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(untagged)]
+pub enum Side {
+    /// `336`.
+    Number(u32),
+    /// `{"shortest_edge": 336}` or `{"height": 336, "width": 336}`.
+    Sizes {
+        /// `shortest_edge`.
+        shortest_edge: Option<u32>,
+        /// `height`.
+        height: Option<u32>,
+    },
+}
+
+impl Side {
+    /// The length, reading `shortest_edge` first (`size`) or `height` first (`crop_size`).
+    fn get(self, shortest_edge_first: bool) -> Option<u32> {
+        match self {
+            Side::Number(n) => Some(n),
+            Side::Sizes {
+                shortest_edge,
+                height,
+            } if shortest_edge_first => shortest_edge.or(height),
+            Side::Sizes {
+                shortest_edge,
+                height,
+            } => height.or(shortest_edge),
+        }
+    }
+}
+
+impl PreprocessorConfig {
+    /// Checks what serde cannot: mean and std have one value per channel.
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        for (k, v) in [("image_mean", &self.image_mean), ("image_std", &self.image_std)] {
+            if let Some(v) = v.as_ref().filter(|v| v.len() != 3) {
+                return Err(Error::Checkpoint(format!(
+                    "{}: `{k}` has {} values, expected one per RGB channel",
+                    path.display(),
+                    v.len()
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -129,33 +241,19 @@ pub fn clip_transform(dir: &Path, image_size: usize) -> Result<ClipTransform> {
     if !path.exists() {
         return Ok(t);
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let v: Value = serde_json::from_str(&text)
-        .map_err(|e| Error::Invalid(format!("{}: not valid JSON: {e}", path.display())))?;
-    let side = |v: Option<&Value>, keys: &[&str]| -> Option<u32> {
-        let v = v?;
-        v.as_u64()
-            .or_else(|| keys.iter().find_map(|k| v.get(*k).and_then(Value::as_u64)))
-            .map(|x| x as u32)
-    };
-    if let Some(s) = side(v.get("size"), &["shortest_edge", "height"]) {
+    let c: PreprocessorConfig = read_json(&path, Error::Checkpoint)?;
+    c.validate(&path)?;
+    if let Some(s) = c.size.and_then(|s| s.get(true)) {
         t.shortest_edge = s;
     }
-    if let Some(c) = side(v.get("crop_size"), &["height", "shortest_edge"]) {
-        t.crop = c;
+    if let Some(s) = c.crop_size.and_then(|s| s.get(false)) {
+        t.crop = s;
     }
-    let triple = |k: &str| -> Option<[f32; 3]> {
-        let a = v.get(k)?.as_array()?;
-        (a.len() == 3).then(|| [0, 1, 2].map(|i| a[i].as_f64().unwrap_or(0.0) as f32))
-    };
-    if let Some(m) = triple("image_mean") {
-        t.mean = m;
-    }
-    if let Some(s) = triple("image_std") {
-        t.std = s;
-    }
+    let triple = |v: &Option<Vec<f32>>| v.as_ref().map(|v| [v[0], v[1], v[2]]);
+    t.mean = triple(&c.image_mean).unwrap_or(t.mean);
+    t.std = triple(&c.image_std).unwrap_or(t.std);
     if t.crop as usize != image_size || t.shortest_edge < t.crop {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Checkpoint(format!(
             "{}: crop {} / size {} do not fit the tower's input side {image_size}",
             path.display(),
             t.crop,

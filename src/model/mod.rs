@@ -8,6 +8,34 @@ pub mod videolisa;
 pub mod xmem;
 
 use candle_core::{DType, Device, Module, Tensor};
+use serde::Deserialize;
+
+/// What kind of checkpoint a `config.json` describes, read before its full config so that a
+/// CLIP tower given as `--model` (or VideoLISA as `--clip`) is named as such.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ConfigKind {
+    /// `model_type` (`llava_phi`, `clip`, `clip_vision_model`, ...).
+    #[serde(default)]
+    pub model_type: String,
+    /// A `CLIPModel` config's vision part.
+    #[serde(default)]
+    pub vision_config: Option<serde_json::Value>,
+    /// LLaVA's projector: only VideoLISA-style checkpoints have one.
+    #[serde(default)]
+    pub mm_projector_type: Option<serde_json::Value>,
+}
+
+impl ConfigKind {
+    /// A CLIP config (a `CLIPModel` or a vision tower).
+    pub fn is_clip(&self) -> bool {
+        self.model_type.starts_with("clip") || self.vision_config.is_some()
+    }
+
+    /// A LLaVA / VideoLISA config.
+    pub fn is_videolisa(&self) -> bool {
+        self.mm_projector_type.is_some()
+    }
+}
 
 /// Softmax over the last axis with f32 accumulation for half-precision inputs (PyTorch's CPU
 /// and CUDA softmax accumulate in f32 and round the result once).

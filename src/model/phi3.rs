@@ -9,11 +9,12 @@ use crate::model::softmax_last_dim;
 use crate::weights::Loader;
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::Linear;
-use serde_json::Value;
+use serde::Deserialize;
 use std::path::Path;
 
-/// The Phi-3 fields of `config.json`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+/// The Phi-3 fields of `config.json`, as transformers reads them; checked by
+/// [`Phi3Config::validate`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Phi3Config {
     /// Width (3072).
     pub hidden_size: usize,
@@ -21,79 +22,101 @@ pub struct Phi3Config {
     pub num_hidden_layers: usize,
     /// Query heads (32).
     pub num_attention_heads: usize,
-    /// Key/value heads (32).
-    pub num_key_value_heads: usize,
+    /// Key/value heads (32); absent or null: one per query head, as transformers defaults it.
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
     /// MLP width (8192).
     pub intermediate_size: usize,
-    /// RMSNorm epsilon (1e-5).
+    /// RMSNorm epsilon.
+    #[serde(default = "default_rms_norm_eps")]
     pub rms_norm_eps: f64,
-    /// RoPE base (10000).
+    /// RoPE base.
+    #[serde(default = "default_rope_theta")]
     pub rope_theta: f64,
-    /// Attention window (2047/2048); `None` = full causal attention (`"sliding_window": null`).
-    pub sliding_window: Option<usize>,
+    /// Must be null: only Phi-3 without RoPE scaling (the 4k models) is supported.
+    #[serde(default)]
+    pub rope_scaling: Option<serde_json::Value>,
+    /// The attention window (2047/2048), or null for full causal attention.
+    #[serde(default)]
+    pub sliding_window: SlidingWindow,
     /// Longest sequence the model was trained for (4096).
     pub max_position_embeddings: usize,
     /// Rows of `embed_tokens`.
     pub vocab_size: usize,
 }
 
+fn default_rms_norm_eps() -> f64 {
+    1e-5
+}
+
+fn default_rope_theta() -> f64 {
+    10000.0
+}
+
+/// `sliding_window` as written in `config.json`. Absent is not the same as null: VideoLISA's
+/// Phi-3 attends within a window, so a config that does not say is refused rather than guessed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SlidingWindow {
+    /// The key is absent.
+    #[default]
+    Unset,
+    /// `null`: full causal attention.
+    Full,
+    /// Query i sees keys i−w..=i.
+    Tokens(usize),
+}
+
+impl<'de> Deserialize<'de> for SlidingWindow {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        match Option::<serde_json::Value>::deserialize(d)? {
+            None => Ok(SlidingWindow::Full),
+            Some(w) => match w.as_u64().filter(|&w| w > 0) {
+                Some(w) => Ok(SlidingWindow::Tokens(w as usize)),
+                None => Err(serde::de::Error::custom(format!(
+                    "`sliding_window` must be a positive number or null, found {w}"
+                ))),
+            },
+        }
+    }
+}
+
 impl Phi3Config {
-    /// Reads `config.json`; `rope_scaling` must be null (Phi-3-mini-4k).
-    pub fn from_json(path: &Path, v: &Value) -> Result<Self> {
-        let bad = |m: String| Error::Invalid(format!("{}: {m}", path.display()));
-        let u = |k: &str| -> Result<usize> {
-            v.get(k)
-                .and_then(Value::as_u64)
-                .map(|x| x as usize)
-                .ok_or_else(|| bad(format!("`{k}` is missing or not a number")))
-        };
-        if v.get("rope_scaling").is_some_and(|r| !r.is_null()) {
-            return Err(bad(
-                "`rope_scaling` is set; only Phi-3 without RoPE scaling (4k) is supported".into(),
+    /// Checks what serde cannot: RoPE scaling unset, the window given, the heads dividing the
+    /// width. `path` names the file in the message.
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        let bad = |m: String| Err(Error::Checkpoint(format!("{}: {m}", path.display())));
+        if self.rope_scaling.is_some() {
+            return bad("`rope_scaling` is set; only Phi-3 without RoPE scaling (4k) is supported".into());
+        }
+        if self.sliding_window == SlidingWindow::Unset {
+            return bad(
+                "`sliding_window` is missing: VideoLISA's Phi-3 attends within a window \
+                 (2047 or 2048 tokens, from its config); add the checkpoint's value, or \
+                 `\"sliding_window\": null` for full causal attention"
+                    .into(),
+            );
+        }
+        let (heads, kv) = (self.num_attention_heads, self.kv_heads());
+        if heads == 0 || !self.hidden_size.is_multiple_of(heads) || kv == 0 || !heads.is_multiple_of(kv) {
+            return bad(format!(
+                "hidden_size {} / {heads} heads / {kv} kv heads do not divide",
+                self.hidden_size
             ));
         }
-        let heads = u("num_attention_heads")?;
-        let c = Phi3Config {
-            hidden_size: u("hidden_size")?,
-            num_hidden_layers: u("num_hidden_layers")?,
-            num_attention_heads: heads,
-            num_key_value_heads: v
-                .get("num_key_value_heads")
-                .and_then(Value::as_u64)
-                .map_or(heads, |x| x as usize),
-            intermediate_size: u("intermediate_size")?,
-            rms_norm_eps: v.get("rms_norm_eps").and_then(Value::as_f64).unwrap_or(1e-5),
-            rope_theta: v.get("rope_theta").and_then(Value::as_f64).unwrap_or(10000.0),
-            sliding_window: match v.get("sliding_window") {
-                None => {
-                    return Err(bad(
-                        "`sliding_window` is missing: VideoLISA's Phi-3 attends within a window \
-                         (2047 or 2048 tokens, from its config); add the checkpoint's value, or \
-                         `\"sliding_window\": null` for full causal attention"
-                            .into(),
-                    ))
-                }
-                Some(Value::Null) => None,
-                Some(w) => Some(w.as_u64().filter(|&w| w > 0).ok_or_else(|| {
-                    bad(format!(
-                        "`sliding_window` must be a positive number or null, found {w}"
-                    ))
-                })? as usize),
-            },
-            max_position_embeddings: u("max_position_embeddings")?,
-            vocab_size: u("vocab_size")?,
-        };
-        if c.num_attention_heads == 0
-            || !c.hidden_size.is_multiple_of(c.num_attention_heads)
-            || c.num_key_value_heads == 0
-            || !c.num_attention_heads.is_multiple_of(c.num_key_value_heads)
-        {
-            return Err(bad(format!(
-                "hidden_size {} / {} heads / {} kv heads do not divide",
-                c.hidden_size, c.num_attention_heads, c.num_key_value_heads
-            )));
+        Ok(())
+    }
+
+    /// Key/value heads.
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    /// The attention window in tokens; `None` = full causal attention.
+    pub fn sliding_window(&self) -> Option<usize> {
+        match self.sliding_window {
+            SlidingWindow::Tokens(w) => Some(w),
+            SlidingWindow::Unset | SlidingWindow::Full => None,
         }
-        Ok(c)
     }
 
     /// Per-head width (96).
@@ -111,6 +134,16 @@ pub struct RmsNorm {
     pub eps: f64,
 }
 
+impl RmsNorm {
+    /// Loads `weight` `[hidden_size]` under `l`, with the config's epsilon.
+    fn load(l: &Loader, c: &Phi3Config) -> Result<Self> {
+        Ok(RmsNorm {
+            weight: l.get("weight", &[c.hidden_size])?,
+            eps: c.rms_norm_eps,
+        })
+    }
+}
+
 impl Module for RmsNorm {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let dtype = x.dtype();
@@ -124,25 +157,198 @@ impl Module for RmsNorm {
     }
 }
 
-/// `Phi3Attention` with the fused `qkv_proj`.
+/// RoPE's `cos` and `sin` tables `[max_position_embeddings, head_dim]`, computed once in f32
+/// like HF (`inv_freq` from `rope_theta`, halves duplicated) and cast to the model dtype.
+#[derive(Debug, Clone)]
+pub struct RotaryEmbedding {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl RotaryEmbedding {
+    /// Tables for positions `0..max_position_embeddings`.
+    pub fn new(c: &Phi3Config, dtype: DType, device: &Device) -> Result<Self> {
+        let (n, hd) = (c.max_position_embeddings, c.head_dim());
+        let base = c.rope_theta as f32;
+        let inv: Vec<f32> = (0..hd)
+            .step_by(2)
+            .map(|k| 1.0 / base.powf(k as f32 / hd as f32))
+            .collect();
+        let half = inv.len();
+        let mut cos = vec![0f32; n * hd];
+        let mut sin = vec![0f32; n * hd];
+        for p in 0..n {
+            for (k, f) in inv.iter().enumerate() {
+                let (s, c) = (p as f32 * f).sin_cos();
+                for j in [k, k + half] {
+                    cos[p * hd + j] = c;
+                    sin[p * hd + j] = s;
+                }
+            }
+        }
+        let t =
+            |v: Vec<f32>| -> Result<Tensor> { Ok(Tensor::from_vec(v, (n, hd), device)?.to_dtype(dtype)?) };
+        Ok(RotaryEmbedding {
+            cos: t(cos)?,
+            sin: t(sin)?,
+        })
+    }
+
+    /// The tables' rows for positions `start..start + rows`.
+    pub fn tables(&self, start: usize, rows: usize) -> Result<(Tensor, Tensor)> {
+        let have = self.cos.dim(0)?;
+        if start + rows > have {
+            return Err(Error::Usage(format!(
+                "a sequence of {} positions is longer than the model's {have} (max_position_embeddings)",
+                start + rows
+            )));
+        }
+        Ok((self.cos.narrow(0, start, rows)?, self.sin.narrow(0, start, rows)?))
+    }
+
+    /// Rotates `t` `[heads, rows, head_dim]` whose rows are positions `start..`:
+    /// `t·cos + rotate_half(t)·sin`.
+    fn apply(&self, t: &Tensor, start: usize) -> Result<Tensor> {
+        let (_, rows, hd) = t.dims3()?;
+        let (cos, sin) = self.tables(start, rows)?;
+        let x1 = t.narrow(D::Minus1, 0, hd / 2)?;
+        let x2 = t.narrow(D::Minus1, hd / 2, hd / 2)?;
+        let rot = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+        Ok((t.broadcast_mul(&cos)? + rot.broadcast_mul(&sin)?)?)
+    }
+}
+
+/// `Phi3Attention` with the fused `qkv_proj` (rows: q, k, v), for one prefill: queries of rows
+/// `from..n` against keys `0..n`, in query blocks whose masks come from
+/// [`Phi3Model::attention_masks`].
 #[derive(Debug, Clone)]
 pub struct Phi3Attention {
-    /// `qkv_proj` (rows: q, k, v).
+    /// `qkv_proj`.
     pub qkv_proj: Linear,
     /// `o_proj`.
     pub o_proj: Linear,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
 }
 
-/// `Phi3MLP` with the fused `gate_up_proj`.
+impl Phi3Attention {
+    /// Loads `qkv_proj` and `o_proj` under `l` (`self_attn`).
+    fn load(l: &Loader, c: &Phi3Config) -> Result<Self> {
+        let (d, kv) = (c.hidden_size, c.kv_heads() * c.head_dim());
+        Ok(Phi3Attention {
+            qkv_proj: l.linear("qkv_proj", d, d + 2 * kv, false)?,
+            o_proj: l.linear("o_proj", d, d, false)?,
+            num_heads: c.num_attention_heads,
+            num_kv_heads: c.kv_heads(),
+            head_dim: c.head_dim(),
+        })
+    }
+
+    /// `o_proj(attention)` of the normed rows `x` `[n, D]` → `[n − from, D]`.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        rope: &RotaryEmbedding,
+        from: usize,
+        masks: &[Tensor],
+    ) -> Result<Tensor> {
+        let n = x.dim(0)?;
+        let (q, k, v) = self.project(x, rope, from)?;
+        let o = attend(&q, &k, &v, from, masks, self.head_dim)?
+            .transpose(0, 1)?
+            .reshape((n - from, self.num_heads * self.head_dim))?;
+        Ok(self.o_proj.forward(&o)?)
+    }
+
+    /// q of rows `from..n` and k, v of all rows, `[heads, rows, head_dim]`, RoPE applied, the
+    /// key/value heads repeated to the query heads.
+    fn project(&self, x: &Tensor, rope: &RotaryEmbedding, from: usize) -> Result<(Tensor, Tensor, Tensor)> {
+        let n = x.dim(0)?;
+        let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let qkv = self.qkv_proj.forward(x)?;
+        let heads = |t: Tensor, count: usize, rows: usize| -> Result<Tensor> {
+            Ok(t.reshape((rows, count, hd))?.transpose(0, 1)?.contiguous()?)
+        };
+        let q = heads(qkv.narrow(1, 0, h * hd)?.narrow(0, from, n - from)?, h, n - from)?;
+        let q = rope.apply(&q, from)?;
+        let k = rope.apply(&heads(qkv.narrow(1, h * hd, kvh * hd)?, kvh, n)?, 0)?;
+        let v = heads(qkv.narrow(1, (h + kvh) * hd, kvh * hd)?, kvh, n)?;
+        if kvh == h {
+            return Ok((q, k, v));
+        }
+        let repeat = |t: Tensor| -> Result<Tensor> {
+            Ok(t.unsqueeze(1)?
+                .broadcast_as((kvh, h / kvh, n, hd))?
+                .reshape((h, n, hd))?)
+        };
+        Ok((q, repeat(k)?, repeat(v)?))
+    }
+}
+
+/// Blocked causal attention `[heads, n − from, head_dim]`: each query block sees the keys its
+/// mask covers (the last `keys` rows up to the block's end).
+fn attend(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    from: usize,
+    masks: &[Tensor],
+    head_dim: usize,
+) -> Result<Tensor> {
+    let scale = 1.0 / (head_dim as f64).sqrt();
+    // Scores in f32 as FlashAttention-2 computes them from bf16 q and k (f32 accumulators,
+    // never rounded to bf16); the probabilities go back to v's dtype for p·v, as there.
+    let (q, k) = (q.to_dtype(DType::F32)?, k.to_dtype(DType::F32)?);
+    let mut outs = Vec::with_capacity(masks.len());
+    let mut a = from;
+    for mask in masks {
+        let (_, rows, keys) = mask.dims3()?;
+        let (b, lo) = (a + rows, a + rows - keys);
+        let qb = q.narrow(1, a - from, b - a)?;
+        let kb = k.narrow(1, lo, keys)?;
+        let vb = v.narrow(1, lo, keys)?;
+        let scores = (qb.matmul(&kb.t()?)? * scale)?.broadcast_add(mask)?;
+        let p = softmax_last_dim(&scores)?.to_dtype(vb.dtype())?;
+        outs.push(p.matmul(&vb)?);
+        a = b;
+    }
+    Ok(Tensor::cat(&outs, 1)?)
+}
+
+/// `Phi3MLP` with the fused `gate_up_proj` (rows: gate, up): `down(up · silu(gate))`.
 #[derive(Debug, Clone)]
 pub struct Phi3Mlp {
-    /// `gate_up_proj` (rows: gate, up).
+    /// `gate_up_proj`.
     pub gate_up_proj: Linear,
     /// `down_proj`.
     pub down_proj: Linear,
+    intermediate_size: usize,
 }
 
-/// `Phi3DecoderLayer`.
+impl Phi3Mlp {
+    /// Loads `gate_up_proj` and `down_proj` under `l` (`mlp`).
+    fn load(l: &Loader, c: &Phi3Config) -> Result<Self> {
+        let (d, i) = (c.hidden_size, c.intermediate_size);
+        Ok(Phi3Mlp {
+            gate_up_proj: l.linear("gate_up_proj", d, 2 * i, false)?,
+            down_proj: l.linear("down_proj", i, d, false)?,
+            intermediate_size: i,
+        })
+    }
+}
+
+impl Module for Phi3Mlp {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let i = self.intermediate_size;
+        let gu = self.gate_up_proj.forward(x)?;
+        let gate = gu.narrow(1, 0, i)?;
+        let up = gu.narrow(1, i, i)?;
+        self.down_proj.forward(&(up * candle_nn::ops::silu(&gate)?)?)
+    }
+}
+
+/// `Phi3DecoderLayer`: pre-norm attention and MLP, each added to the residual.
 #[derive(Debug, Clone)]
 pub struct Phi3DecoderLayer {
     /// `self_attn`.
@@ -153,6 +359,35 @@ pub struct Phi3DecoderLayer {
     pub input_layernorm: RmsNorm,
     /// `post_attention_layernorm`.
     pub post_attention_layernorm: RmsNorm,
+}
+
+impl Phi3DecoderLayer {
+    /// Loads layer `l` (`layers.N`).
+    fn load(l: &Loader, c: &Phi3Config) -> Result<Self> {
+        Ok(Phi3DecoderLayer {
+            self_attn: Phi3Attention::load(&l.pp("self_attn"), c)?,
+            mlp: Phi3Mlp::load(&l.pp("mlp"), c)?,
+            input_layernorm: RmsNorm::load(&l.pp("input_layernorm"), c)?,
+            post_attention_layernorm: RmsNorm::load(&l.pp("post_attention_layernorm"), c)?,
+        })
+    }
+
+    /// The layer's output rows `from..n` of `x` `[n, D]`, with the query blocks' masks.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        rope: &RotaryEmbedding,
+        from: usize,
+        masks: &[Tensor],
+    ) -> Result<Tensor> {
+        let n = x.dim(0)?;
+        let o = self
+            .self_attn
+            .forward(&self.input_layernorm.forward(x)?, rope, from, masks)?;
+        let h = (x.narrow(0, from, n - from)? + o)?;
+        let m = self.mlp.forward(&self.post_attention_layernorm.forward(&h)?)?;
+        Ok((h + m)?)
+    }
 }
 
 /// `Phi3Model` without `embed_tokens` lookups of images (LLaVA splices those in).
@@ -166,6 +401,8 @@ pub struct Phi3Model {
     pub layers: Vec<Phi3DecoderLayer>,
     /// `norm`.
     pub norm: RmsNorm,
+    /// RoPE tables for every position.
+    pub rotary_emb: RotaryEmbedding,
 }
 
 /// Query rows per attention block (bounds the score buffer to heads × block × keys).
@@ -174,33 +411,13 @@ const QUERY_BLOCK: usize = 256;
 impl Phi3Model {
     /// Loads from `l` at `model` (`embed_tokens`, `layers.N`, `norm`).
     pub fn load(l: &Loader, config: Phi3Config) -> Result<Self> {
-        let (d, i) = (config.hidden_size, config.intermediate_size);
-        let kv = config.num_key_value_heads * config.head_dim();
-        let norm = |l: Loader| -> Result<RmsNorm> {
-            Ok(RmsNorm {
-                weight: l.get("weight", &[d])?,
-                eps: config.rms_norm_eps,
-            })
-        };
-        let mut layers = Vec::with_capacity(config.num_hidden_layers);
-        for k in 0..config.num_hidden_layers {
-            let ll = l.pp("layers").pp(k);
-            layers.push(Phi3DecoderLayer {
-                self_attn: Phi3Attention {
-                    qkv_proj: ll.linear("self_attn.qkv_proj", d, d + 2 * kv, false)?,
-                    o_proj: ll.linear("self_attn.o_proj", d, d, false)?,
-                },
-                mlp: Phi3Mlp {
-                    gate_up_proj: ll.linear("mlp.gate_up_proj", d, 2 * i, false)?,
-                    down_proj: ll.linear("mlp.down_proj", i, d, false)?,
-                },
-                input_layernorm: norm(ll.pp("input_layernorm"))?,
-                post_attention_layernorm: norm(ll.pp("post_attention_layernorm"))?,
-            });
-        }
+        let layers = (0..config.num_hidden_layers)
+            .map(|k| Phi3DecoderLayer::load(&l.pp("layers").pp(k), &config))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Phi3Model {
-            embed_tokens: l.get("embed_tokens.weight", &[config.vocab_size, d])?,
-            norm: norm(l.pp("norm"))?,
+            embed_tokens: l.get("embed_tokens.weight", &[config.vocab_size, config.hidden_size])?,
+            norm: RmsNorm::load(&l.pp("norm"), &config)?,
+            rotary_emb: RotaryEmbedding::new(&config, l.dtype(), l.device())?,
             layers,
             config,
         })
@@ -209,7 +426,7 @@ impl Phi3Model {
     /// `embed_tokens(ids)` → `[n, D]`; ids must be in the vocabulary.
     pub fn embed(&self, ids: &[u32]) -> Result<Tensor> {
         if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.config.vocab_size) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Checkpoint(format!(
                 "token id {bad} is outside the embedding table ({} rows): tokenizer and config.json disagree",
                 self.config.vocab_size
             )));
@@ -226,51 +443,23 @@ impl Phi3Model {
         Ok(self.embed_tokens.index_select(&t, 0)?)
     }
 
-    /// RoPE `cos`, `sin` `[n, head_dim]` for positions 0..n, computed in f32 like HF and cast to
-    /// `dtype`.
-    pub fn rope_tables(&self, n: usize, dtype: DType, device: &Device) -> Result<(Tensor, Tensor)> {
-        let hd = self.config.head_dim();
-        let base = self.config.rope_theta as f32;
-        let inv: Vec<f32> = (0..hd)
-            .step_by(2)
-            .map(|k| 1.0 / base.powf(k as f32 / hd as f32))
-            .collect();
-        let half = inv.len();
-        let mut cos = vec![0f32; n * hd];
-        let mut sin = vec![0f32; n * hd];
-        for p in 0..n {
-            for (k, f) in inv.iter().enumerate() {
-                let a = p as f32 * f;
-                let (s, c) = a.sin_cos();
-                for j in [k, k + half] {
-                    cos[p * hd + j] = c;
-                    sin[p * hd + j] = s;
-                }
-            }
-        }
-        let t =
-            |v: Vec<f32>| -> Result<Tensor> { Ok(Tensor::from_vec(v, (n, hd), device)?.to_dtype(dtype)?) };
-        Ok((t(cos)?, t(sin)?))
-    }
-
     /// Final normed hidden states `[n, D]` of `embeds` `[n, D]` at positions 0..n. When
     /// `last_row_only`, the last layer, the final norm and the output cover only the last row
     /// (the other rows cannot change it: attention is causal).
     pub fn forward_embeds(&self, embeds: &Tensor, last_row_only: bool) -> Result<Tensor> {
-        let dtype = self.embed_tokens.dtype();
-        let mut h = embeds.to_dtype(dtype)?;
+        let mut h = embeds.to_dtype(self.embed_tokens.dtype())?;
         let n = h.dim(0)?;
-        let (cos, sin) = self.rope_tables(n, dtype, h.device())?;
-        let count = self.layers.len();
-        // the masks are the same in every layer: made once, on the device
+        self.rotary_emb.tables(0, n)?; // a sequence longer than the tables is refused up front
+                                       // the masks are the same in every layer: made once, on the device
         let all_rows = self.attention_masks(0, n, h.device())?;
+        let count = self.layers.len();
         for (k, layer) in self.layers.iter().enumerate() {
-            if last_row_only && k + 1 == count {
+            h = if last_row_only && k + 1 == count {
                 let last = self.attention_masks(n - 1, n, h.device())?;
-                h = self.layer_forward(layer, &h, &cos, &sin, n - 1, &last)?;
+                layer.forward(&h, &self.rotary_emb, n - 1, &last)?
             } else {
-                h = self.layer_forward(layer, &h, &cos, &sin, 0, &all_rows)?;
-            }
+                layer.forward(&h, &self.rotary_emb, 0, &all_rows)?
+            };
         }
         Ok(self.norm.forward(&h)?)
     }
@@ -279,7 +468,7 @@ impl Phi3Model {
     /// causal, and within the sliding window when there is one. Each block sees keys
     /// `lo..b`, `lo` being the window's start for the block's first row.
     fn attention_masks(&self, from: usize, n: usize, device: &Device) -> Result<Vec<Tensor>> {
-        let window = self.config.sliding_window;
+        let window = self.config.sliding_window();
         let mut masks = Vec::new();
         let mut a = from;
         while a < n {
@@ -299,90 +488,5 @@ impl Phi3Model {
             a = b;
         }
         Ok(masks)
-    }
-
-    /// One decoder layer; output rows `from..n`, with the blocks' masks from
-    /// [`Self::attention_masks`].
-    fn layer_forward(
-        &self,
-        layer: &Phi3DecoderLayer,
-        x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        from: usize,
-        masks: &[Tensor],
-    ) -> Result<Tensor> {
-        let c = &self.config;
-        let n = x.dim(0)?;
-        let (h, kvh, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
-        let xn = layer.input_layernorm.forward(x)?;
-        let qkv = layer.self_attn.qkv_proj.forward(&xn)?;
-        let rope = |t: Tensor, heads: usize, rows: usize, start: usize| -> Result<Tensor> {
-            let t = t.reshape((rows, heads, hd))?.transpose(0, 1)?.contiguous()?; // [H, rows, hd]
-            let cs = cos.narrow(0, start, rows)?;
-            let sn = sin.narrow(0, start, rows)?;
-            let x1 = t.narrow(D::Minus1, 0, hd / 2)?;
-            let x2 = t.narrow(D::Minus1, hd / 2, hd / 2)?;
-            let rot = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
-            Ok((t.broadcast_mul(&cs)? + rot.broadcast_mul(&sn)?)?)
-        };
-        let q = rope(
-            qkv.narrow(1, 0, h * hd)?.narrow(0, from, n - from)?,
-            h,
-            n - from,
-            from,
-        )?;
-        let k = rope(qkv.narrow(1, h * hd, kvh * hd)?, kvh, n, 0)?;
-        let v = qkv
-            .narrow(1, (h + kvh) * hd, kvh * hd)?
-            .reshape((n, kvh, hd))?
-            .transpose(0, 1)?
-            .contiguous()?;
-        let (k, v) = if kvh != h {
-            let rep = h / kvh;
-            let r = |t: Tensor| -> Result<Tensor> {
-                Ok(t.unsqueeze(1)?
-                    .broadcast_as((kvh, rep, n, hd))?
-                    .reshape((h, n, hd))?)
-            };
-            (r(k)?, r(v)?)
-        } else {
-            (k, v)
-        };
-        let scale = 1.0 / (hd as f64).sqrt();
-        // Scores in f32 as FlashAttention-2 computes them from bf16 q and k (f32 accumulators,
-        // never rounded to bf16); the probabilities go back to v's dtype for p·v, as there.
-        let (q, k) = (q.to_dtype(DType::F32)?, k.to_dtype(DType::F32)?);
-        let mut outs = Vec::new();
-        let mut a = from;
-        for mask in masks {
-            let (_, rows, keys) = mask.dims3()?;
-            let (b, lo) = (a + rows, a + rows - keys);
-            let qb = q.narrow(1, a - from, b - a)?;
-            let kb = k.narrow(1, lo, keys)?;
-            let vb = v.narrow(1, lo, keys)?;
-            let scores = (qb.matmul(&kb.t()?)? * scale)?.broadcast_add(mask)?;
-            let p = softmax_last_dim(&scores)?.to_dtype(vb.dtype())?;
-            outs.push(p.matmul(&vb)?);
-            a = b;
-        }
-        let o = Tensor::cat(&outs, 1)?
-            .transpose(0, 1)?
-            .reshape((n - from, h * hd))?;
-        let o = layer.self_attn.o_proj.forward(&o)?;
-        let resid = x.narrow(0, from, n - from)?;
-        let h1 = (resid + o)?;
-        let gu = layer
-            .mlp
-            .gate_up_proj
-            .forward(&layer.post_attention_layernorm.forward(&h1)?)?;
-        let i = c.intermediate_size;
-        let gate = gu.narrow(1, 0, i)?;
-        let up = gu.narrow(1, i, i)?;
-        let m = layer
-            .mlp
-            .down_proj
-            .forward(&(up * candle_nn::ops::silu(&gate)?)?)?;
-        Ok((h1 + m)?)
     }
 }

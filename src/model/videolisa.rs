@@ -4,16 +4,17 @@
 //! `text_hidden_fcs` → one prompt embedding that SAM decodes on every frame.
 
 use crate::error::{Error, Result};
+use crate::json::parse_json;
 use crate::model::clip::{clip_transform, ClipVisionConfig, ClipVisionTower};
-use crate::model::mean_keepdim;
 use crate::model::phi3::{Phi3Config, Phi3Model};
 use crate::model::sam::{Sam, VIDEOLISA_PREFIX};
+use crate::model::{mean_keepdim, ConfigKind};
 use crate::preprocess::{ClipTransform, SamTransform};
 use crate::tokenizer::{phi3_prompt, Tokenizer, IMAGE_TOKEN_INDEX};
 use crate::weights::{Loader, Weights};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::Linear;
-use serde_json::Value;
+use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -53,23 +54,60 @@ impl LoadOptions {
     }
 }
 
-/// The LLaVA / VideoLISA fields of `config.json` (Phi-3 fields in [`Phi3Config`]).
-#[derive(Debug, Clone, serde::Serialize)]
+/// The LLaVA / VideoLISA fields of `config.json` (Phi-3 fields in [`Phi3Config`]); checked by
+/// [`VideoLisaConfig::validate`].
+#[derive(Debug, Clone, Deserialize)]
 pub struct VideoLisaConfig {
     /// The language model.
+    #[serde(flatten)]
     pub phi3: Phi3Config,
-    /// CLIP width fed to the projector (`mm_hidden_size`, 1024).
+    /// CLIP width fed to the projector.
+    #[serde(default = "default_mm_hidden_size")]
     pub mm_hidden_size: usize,
-    /// SAM prompt width (`out_dim`, 256).
+    /// SAM prompt width.
+    #[serde(default = "default_out_dim")]
     pub out_dim: usize,
-    /// `mm_vision_select_layer` (-2).
+    /// The projector; only `mlp2x_gelu` (VideoLISA's) is supported.
+    #[serde(default = "default_projector")]
+    pub mm_projector_type: String,
+    /// Which CLIP tokens; only `patch` (VideoLISA's) is supported.
+    #[serde(default = "default_select_feature")]
+    pub mm_vision_select_feature: String,
+    /// `hidden_states` entry of CLIP; VideoLISA uses -2 whatever the config says
+    /// (VideoLISA.py:109), so the value read here is replaced by -2.
+    #[serde(skip_deserializing, default = "videolisa_select_layer")]
     pub mm_vision_select_layer: i64,
-    /// `vision_tower` / `mm_vision_tower` (a hub id or a path).
+    /// `vision_tower` (a hub id or a path).
+    #[serde(default)]
     pub vision_tower: Option<String>,
+    /// `mm_vision_tower`, used when `vision_tower` is absent.
+    #[serde(default)]
+    pub mm_vision_tower: Option<String>,
+}
+
+fn default_mm_hidden_size() -> usize {
+    1024
+}
+
+fn default_out_dim() -> usize {
+    256
+}
+
+fn default_projector() -> String {
+    "mlp2x_gelu".into()
+}
+
+fn default_select_feature() -> String {
+    "patch".into()
+}
+
+fn videolisa_select_layer() -> i64 {
+    -2
 }
 
 impl VideoLisaConfig {
-    /// Reads `<dir>/config.json`.
+    /// Reads and checks `<dir>/config.json`; a CLIP config there is named as such (swapped
+    /// `--model` and `--clip`).
     pub fn open(dir: &Path) -> Result<Self> {
         let path = dir.join("config.json");
         if !path.exists() {
@@ -79,49 +117,44 @@ impl VideoLisaConfig {
             });
         }
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|e| Error::Invalid(format!("{}: not valid JSON: {e}", path.display())))?;
-        let model_type = v.get("model_type").and_then(Value::as_str).unwrap_or("");
-        if model_type.starts_with("clip") || v.get("vision_config").is_some() {
-            return Err(Error::Invalid(format!(
-                "{}: this is a CLIP checkpoint (model_type {model_type:?}), not VideoLISA; it belongs \
+        let kind: ConfigKind = parse_json(&path, &text, Error::Checkpoint)?;
+        if kind.is_clip() {
+            return Err(Error::Checkpoint(format!(
+                "{}: this is a CLIP checkpoint (model_type {:?}), not VideoLISA; it belongs \
                  to --clip (are --model and --clip swapped?)",
-                path.display()
+                path.display(),
+                kind.model_type
             )));
         }
-        let projector = v
-            .get("mm_projector_type")
-            .and_then(Value::as_str)
-            .unwrap_or("mlp2x_gelu");
-        if projector != "mlp2x_gelu" {
-            return Err(Error::Invalid(format!(
-                "{}: mm_projector_type {projector:?} is not supported (VideoLISA uses mlp2x_gelu)",
+        let config: VideoLisaConfig = parse_json(&path, &text, Error::Checkpoint)?;
+        config.validate(&path)?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: the projector and feature kinds, and the Phi-3 part.
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        let unsupported = |what: &str, found: &str, ours: &str| {
+            Err(Error::Checkpoint(format!(
+                "{}: {what} {found:?} is not supported (VideoLISA uses {ours})",
                 path.display()
-            )));
+            )))
+        };
+        if self.mm_projector_type != "mlp2x_gelu" {
+            return unsupported("mm_projector_type", &self.mm_projector_type, "mlp2x_gelu");
         }
-        let feature = v
-            .get("mm_vision_select_feature")
-            .and_then(Value::as_str)
-            .unwrap_or("patch");
-        if feature != "patch" {
-            return Err(Error::Invalid(format!(
-                "{}: mm_vision_select_feature {feature:?} is not supported (VideoLISA uses patch)",
-                path.display()
-            )));
+        if self.mm_vision_select_feature != "patch" {
+            return unsupported(
+                "mm_vision_select_feature",
+                &self.mm_vision_select_feature,
+                "patch",
+            );
         }
-        let phi3 = Phi3Config::from_json(&path, &v)?;
-        Ok(VideoLisaConfig {
-            mm_hidden_size: v.get("mm_hidden_size").and_then(Value::as_u64).unwrap_or(1024) as usize,
-            out_dim: v.get("out_dim").and_then(Value::as_u64).unwrap_or(256) as usize,
-            // VideoLISA forces -2 whatever the config says (VideoLISA.py:109)
-            mm_vision_select_layer: -2,
-            vision_tower: v
-                .get("vision_tower")
-                .or_else(|| v.get("mm_vision_tower"))
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            phi3,
-        })
+        self.phi3.validate(path)
+    }
+
+    /// The CLIP tower the checkpoint names (`vision_tower`, else `mm_vision_tower`).
+    pub fn vision_tower(&self) -> Option<&str> {
+        self.vision_tower.as_deref().or(self.mm_vision_tower.as_deref())
     }
 }
 
@@ -219,7 +252,7 @@ impl VideoLisa {
         let tokenizer = Tokenizer::open(&paths.model)?;
         let seg_token_id = tokenizer.seg_token_id()?;
         if tokenizer.len() > config.phi3.vocab_size {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Checkpoint(format!(
                 "{}: the tokenizer has {} tokens but config.json's vocab_size is {}",
                 paths.model.display(),
                 tokenizer.len(),
@@ -241,7 +274,7 @@ impl VideoLisa {
         let sam_loader = root.with_dtype(options.sam).pp(VIDEOLISA_PREFIX);
         let visual_model = Sam::load(&sam_loader)?;
         if visual_model.config.prompt_embed_dim != config.out_dim {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Checkpoint(format!(
                 "{}: out_dim {} differs from SAM's prompt width {}",
                 paths.model.display(),
                 config.out_dim,
@@ -258,7 +291,7 @@ impl VideoLisa {
         }
         let cc = ClipVisionConfig::load(&clip_config, &cl, config.mm_vision_select_layer)?;
         if cc.hidden_size != config.mm_hidden_size {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Checkpoint(format!(
                 "{}: CLIP width {} differs from the checkpoint's mm_hidden_size {}",
                 paths.clip.display(),
                 cc.hidden_size,
@@ -313,7 +346,7 @@ impl VideoLisa {
         let seq_len = input_ids.len() - 1 + n_visual;
         let max = self.config.phi3.max_position_embeddings;
         if seq_len > max {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Usage(format!(
                 "the prompt is {} tokens and the video adds {n_visual} visual tokens: {seq_len} in all, \
                  more than the {max} positions of {} (max_position_embeddings); shorten the prompt \
                  or sample fewer frames",
@@ -338,7 +371,7 @@ impl VideoLisa {
             .map(|(i, _)| i)
             .collect();
         let [p] = places[..] else {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Internal(format!(
                 "the prompt must hold exactly one <image>, found {}",
                 places.len()
             )));
@@ -350,13 +383,15 @@ impl VideoLisa {
             .skip(p + 1)
             .find(|(_, &t)| t == seg)
             .map(|(i, _)| i)
-            .ok_or_else(|| Error::Invalid("the prompt has no [SEG] after <image>".into()))?;
+            .ok_or_else(|| Error::Internal("the prompt has no [SEG] after <image>".into()))?;
         let nvis = visual.dim(0)?;
         let seq_len = input_ids.len() - 1 + nvis;
         let seg_row = k + nvis - 2;
         let text = |s: &[i64]| -> Result<Vec<u32>> {
             s.iter()
-                .map(|&t| u32::try_from(t).map_err(|_| Error::Invalid(format!("token id {t} in the prompt"))))
+                .map(|&t| {
+                    u32::try_from(t).map_err(|_| Error::Internal(format!("token id {t} in the prompt")))
+                })
                 .collect()
         };
         // Rows after `seg_row` cannot influence it (causal attention): stop there.

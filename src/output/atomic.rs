@@ -55,7 +55,7 @@ impl AtomicFile {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         let name = target
             .file_name()
-            .ok_or_else(|| Error::Invalid(format!("{}: not a file path", target.display())))?
+            .ok_or_else(|| Error::Internal(format!("{}: not a file path", target.display())))?
             .to_string_lossy();
         let tmp = parent.join(format!(
             ".{name}.tmp-{}-{}",

@@ -36,6 +36,18 @@ impl Default for OutputFormats {
     }
 }
 
+impl OutputFormats {
+    /// Whether writing these needs the frames themselves (overlays), not only the masks.
+    pub fn needs_frames(&self) -> bool {
+        self.overlay_png || self.overlay_mp4.is_some()
+    }
+}
+
+/// The overlay video's frame rate: the input's, or 10 when it has none.
+pub fn overlay_fps(fps: Option<f64>) -> f64 {
+    fps.filter(|f| *f > 0.0).unwrap_or(10.0)
+}
+
 #[derive(serde::Serialize)]
 struct RleEntry {
     frame: String,
@@ -90,7 +102,7 @@ impl FrameOutputs {
             write_indexed_png(&self.dir.join("indexed").join(format!("{name}.png")), ids)?;
         }
         if f.overlay_png || self.mp4.is_some() {
-            let frame = frame.ok_or_else(|| Error::Invalid("overlays need the video frame".into()))?;
+            let frame = frame.ok_or_else(|| Error::Internal("overlays need the video frame".into()))?;
             let over = overlay(frame, ids);
             if f.overlay_png {
                 write_rgb_png(&self.dir.join("overlay").join(format!("{name}.png")), &over)?;
@@ -122,7 +134,7 @@ impl FrameOutputs {
         if self.formats.rle {
             let path = self.dir.join("masks.rle.json");
             let json = serde_json::to_vec(&serde_json::json!({ "frames": self.rles }))
-                .map_err(|e| Error::Runtime(format!("JSON: {e}")))?;
+                .map_err(|e| Error::Internal(format!("JSON: {e}")))?;
             super::write_atomic(&path, |w| {
                 std::io::Write::write_all(w, &json).map_err(|e| Error::io(&path, e))
             })?;

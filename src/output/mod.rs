@@ -7,11 +7,13 @@ pub mod mp4;
 pub mod rle;
 
 use crate::error::{Error, Result};
+use candle_core::Tensor;
 use image::{GrayImage, RgbImage};
+use std::collections::HashMap;
 use std::path::Path;
 
 pub use atomic::{write_atomic, AtomicFile};
-pub use frames::{FrameOutputs, OutputFormats};
+pub use frames::{overlay_fps, FrameOutputs, OutputFormats};
 pub use mp4::Mp4VideoWriter;
 pub use rle::Rle;
 
@@ -28,6 +30,38 @@ pub fn davis_palette() -> [[u8; 3]; 256] {
         }
     }
     pal
+}
+
+/// Writes named tensors as one safetensors file, atomically (the format orders the tensors,
+/// so the same tensors always give the same bytes).
+pub fn write_safetensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
+    let bytes = safetensors::serialize(tensors.iter(), None)
+        .map_err(|e| Error::Internal(format!("{}: safetensors: {e}", path.display())))?;
+    write_atomic(path, |w| {
+        std::io::Write::write_all(w, &bytes).map_err(|e| Error::io(path, e))
+    })
+}
+
+/// Rewrites a serialized safetensors file's JSON header with its keys in sorted order (the same
+/// length, so the data offsets stay valid): the crate writes `__metadata__` in hash order, and
+/// the same file should always be the same bytes.
+pub fn sort_safetensors_header(bytes: &mut [u8]) -> Result<()> {
+    let bad = |what: &str| Error::Internal(format!("safetensors header: {what}"));
+    let n = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+        .ok_or_else(|| bad("too short"))?;
+    let header = bytes
+        .get_mut(8..8 + n)
+        .ok_or_else(|| bad("longer than the file"))?;
+    let value: serde_json::Value = serde_json::from_slice(header).map_err(|e| bad(&e.to_string()))?;
+    let sorted = serde_json::to_vec(&value).map_err(|e| bad(&e.to_string()))?;
+    if sorted.len() > n {
+        return Err(bad("grew when sorted"));
+    }
+    header[..sorted.len()].copy_from_slice(&sorted);
+    header[sorted.len()..].fill(b' ');
+    Ok(())
 }
 
 fn png_err(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -94,11 +128,11 @@ pub fn decode_png(path: &Path, transformations: png::Transformations) -> Result<
     dec.set_transformations(transformations);
     let mut reader = dec
         .read_info()
-        .map_err(|e| Error::Invalid(format!("{}: not a readable PNG: {e}", path.display())))?;
+        .map_err(|e| Error::Usage(format!("{}: not a readable PNG: {e}", path.display())))?;
     let mut buf = vec![0u8; reader.output_buffer_size()];
     let info = reader
         .next_frame(&mut buf)
-        .map_err(|e| Error::Invalid(format!("{}: corrupt PNG: {e}", path.display())))?;
+        .map_err(|e| Error::Usage(format!("{}: corrupt PNG: {e}", path.display())))?;
     buf.truncate(info.buffer_size());
     Ok((info, buf))
 }
@@ -138,7 +172,7 @@ pub fn read_mask_png(path: &Path) -> Result<GrayImage> {
             .collect(),
     };
     GrayImage::from_raw(w, h, data)
-        .ok_or_else(|| Error::Invalid(format!("{}: unexpected PNG buffer size", path.display())))
+        .ok_or_else(|| Error::Internal(format!("{}: unexpected PNG buffer size", path.display())))
 }
 
 /// Blends object colours onto a frame: each pixel with a nonzero id is mixed 50/50 with the

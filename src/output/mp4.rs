@@ -110,7 +110,7 @@ impl Mp4VideoWriter {
     /// are shrunk by an integer factor.
     pub fn create(path: &Path, width: u32, height: u32, fps: f64) -> Result<Self> {
         if width == 0 || height == 0 || !(fps > 0.0 && fps.is_finite()) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Runtime(format!(
                 "{}: cannot write a {width}x{height} video at {fps} fps",
                 path.display()
             )));
@@ -146,7 +146,7 @@ impl Mp4VideoWriter {
     pub fn push(&mut self, frame: &RgbImage) -> Result<()> {
         if frame.dimensions() != self.source {
             let (w, h) = frame.dimensions();
-            return Err(Error::Invalid(format!(
+            return Err(Error::Internal(format!(
                 "{}: frame of {w}x{h} pushed to a video of {}x{} frames",
                 self.path.display(),
                 self.source.0,
@@ -249,7 +249,7 @@ impl Mp4VideoWriter {
         let mut mux = self
             .muxer
             .take()
-            .ok_or_else(|| Error::Invalid(format!("{}: no frame was written", self.path.display())))?;
+            .ok_or_else(|| Error::Internal(format!("{}: no frame was written", self.path.display())))?;
         mux.write_end().map_err(|e| enc_err(&self.path, e))?;
         let inner = mux.into_writer();
         self.guard.take().expect("started with the muxer").commit(inner)

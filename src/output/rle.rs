@@ -42,13 +42,13 @@ pub fn mask_to_counts(mask: &GrayImage) -> Vec<u32> {
 /// Rebuilds a 0/1 mask of `w`×`h` from run lengths.
 pub fn counts_to_mask(counts: &[u32], h: u32, w: u32) -> Result<GrayImage> {
     if u64::from(h) * u64::from(w) > MAX_PIXELS {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Usage(format!(
             "RLE size {h}x{w} is larger than any video frame this tool accepts ({MAX_PIXELS} pixels)"
         )));
     }
     let total: u64 = counts.iter().map(|&c| u64::from(c)).sum();
     if total != u64::from(h) * u64::from(w) {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Usage(format!(
             "RLE runs cover {total} pixels but the mask is {h}x{w} = {}",
             u64::from(h) * u64::from(w)
         )));
@@ -101,11 +101,11 @@ pub fn string_to_counts(s: &str) -> Result<Vec<u32>> {
         let mut x: i64 = 0;
         let mut k = 0u32;
         loop {
-            let b = *bytes.get(p).ok_or_else(|| {
-                Error::Invalid(format!("RLE counts string ends inside a value at byte {p}"))
-            })?;
+            let b = *bytes
+                .get(p)
+                .ok_or_else(|| Error::Usage(format!("RLE counts string ends inside a value at byte {p}")))?;
             if !(48..48 + 64).contains(&b) {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Usage(format!(
                     "RLE counts string has an invalid character {:?} at byte {p}",
                     b as char
                 )));
@@ -113,7 +113,7 @@ pub fn string_to_counts(s: &str) -> Result<Vec<u32>> {
             // 12 groups of 5 bits fill 60 bits; a 13th would shift past the i64 (and, with
             // overflow checks, panic)
             if k >= 12 {
-                return Err(Error::Invalid(format!("RLE value too long at byte {p}")));
+                return Err(Error::Usage(format!("RLE value too long at byte {p}")));
             }
             let c = i64::from(b - 48);
             x |= (c & 0x1f) << (5 * k);
@@ -130,7 +130,7 @@ pub fn string_to_counts(s: &str) -> Result<Vec<u32>> {
         if m > 2 {
             x += i64::from(counts[m - 2]);
         }
-        let v = u32::try_from(x).map_err(|_| Error::Invalid(format!("RLE run {m} is out of range ({x})")))?;
+        let v = u32::try_from(x).map_err(|_| Error::Usage(format!("RLE run {m} is out of range ({x})")))?;
         counts.push(v);
     }
     Ok(counts)

@@ -73,14 +73,12 @@ fn token_text(v: &Value) -> Option<String> {
     }
 }
 
+/// A tokenizer side file (`tokenizer_config.json`, ...), when the checkpoint has it.
 fn read_json(path: &Path) -> Result<Option<Value>> {
     if !path.exists() {
         return Ok(None);
     }
-    let s = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&s)
-        .map(Some)
-        .map_err(|e| Error::Invalid(format!("{}: not valid JSON: {e}", path.display())))
+    crate::json::read_json(path, Error::Checkpoint).map(Some)
 }
 
 impl SlowLlama {
@@ -120,14 +118,14 @@ impl SlowLlama {
         if let Some(d) = cfg.get("added_tokens_decoder").and_then(Value::as_object) {
             for (id, t) in d {
                 let id: u32 = id.parse().map_err(|_| {
-                    Error::Invalid(format!(
+                    Error::Checkpoint(format!(
                         "{}: added token id {id:?} is not a number",
                         dir.display()
                     ))
                 })?;
                 let b = |k: &str| t.get(k).and_then(Value::as_bool).unwrap_or(false);
                 let content = token_text(t).ok_or_else(|| {
-                    Error::Invalid(format!("{}: added token {id} has no content", dir.display()))
+                    Error::Checkpoint(format!("{}: added token {id} has no content", dir.display()))
                 })?;
                 added.insert(
                     id,
@@ -145,10 +143,10 @@ impl SlowLlama {
         if let Some(v) = read_json(&path)? {
             let o = v
                 .as_object()
-                .ok_or_else(|| Error::Invalid(format!("{}: expected an object", path.display())))?;
+                .ok_or_else(|| Error::Checkpoint(format!("{}: expected an object", path.display())))?;
             for (content, id) in o {
                 let id = id.as_u64().and_then(|i| u32::try_from(i).ok()).ok_or_else(|| {
-                    Error::Invalid(format!("{}: id of {content:?} is not a number", path.display()))
+                    Error::Checkpoint(format!("{}: id of {content:?} is not a number", path.display()))
                 })?;
                 added.entry(id).or_insert_with(|| AddedToken {
                     content: content.clone(),
@@ -331,7 +329,7 @@ impl Tokenizer {
         let json = dir.join("tokenizer.json");
         if json.exists() {
             let t = tokenizers::Tokenizer::from_file(&json)
-                .map_err(|e| Error::Invalid(format!("{}: {e}", json.display())))?;
+                .map_err(|e| Error::Checkpoint(format!("{}: {e}", json.display())))?;
             return Ok(Tokenizer::Fast(Box::new(t)));
         }
         Ok(Tokenizer::Slow(Box::new(SlowLlama::open(dir)?)))
@@ -379,13 +377,13 @@ impl Tokenizer {
         let ids = self.encode(SEG_TOKEN, false)?;
         let id = *ids
             .last()
-            .ok_or_else(|| Error::Invalid("the tokenizer encodes [SEG] to nothing".into()))?;
+            .ok_or_else(|| Error::Checkpoint("the tokenizer encodes [SEG] to nothing".into()))?;
         let is_added = match self {
             Tokenizer::Fast(t) => t.token_to_id(SEG_TOKEN) == Some(id),
             Tokenizer::Slow(t) => t.added.iter().any(|a| a.content == SEG_TOKEN && a.id == id),
         };
         if !is_added {
-            return Err(Error::Invalid(
+            return Err(Error::Checkpoint(
                 "the tokenizer has no [SEG] token: not a VideoLISA checkpoint (added_tokens.json / \
                  tokenizer_config.json should list \"[SEG]\")"
                     .into(),
@@ -453,7 +451,7 @@ impl Template {
 pub fn check_instruction(instruction: &str) -> Result<()> {
     for special in [IMAGE_PLACEHOLDER, SEG_TOKEN] {
         if instruction.contains(special) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Usage(format!(
                 "the prompt {instruction:?} contains `{special}`, which the model's prompt template \
                  places itself; remove it from the text"
             )));

@@ -153,7 +153,7 @@ impl SentencePiece {
     /// Reads `tokenizer.model`.
     pub fn open(path: &Path) -> Result<Self> {
         let buf = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        Self::from_bytes(&buf).map_err(|m| Error::Invalid(format!("{}: {m}", path.display())))
+        Self::from_bytes(&buf).map_err(|m| Error::Checkpoint(format!("{}: {m}", path.display())))
     }
 
     /// Parses a serialized `ModelProto`.

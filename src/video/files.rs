@@ -98,7 +98,7 @@ fn check_distinct_names(paths: &[PathBuf]) -> Result<()> {
     let mut seen: std::collections::HashMap<String, &PathBuf> = std::collections::HashMap::new();
     for p in paths {
         if let Some(first) = seen.insert(stem(p), p) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Usage(format!(
                 "{} and {} have the same name without extension; their masks would overwrite each \
                  other: rename or remove one",
                 first.display(),

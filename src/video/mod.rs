@@ -249,7 +249,7 @@ impl Video {
         wanted.dedup();
         if let Some(&last) = wanted.last() {
             if last >= self.info.frames {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Internal(format!(
                     "{}: frame {last} requested but the video has {} frames",
                     self.info.path.display(),
                     self.info.frames

@@ -28,7 +28,7 @@ pub fn repo(path: &str) -> PathBuf {
 pub fn device() -> candle_core::Device {
     match std::env::var("VIDEOLISA_TEST_DEVICE") {
         Ok(s) => s
-            .parse::<videolisa::load::DeviceSpec>()
+            .parse::<videolisa::device::DeviceSpec>()
             .and_then(|d| d.device().map_err(|e| e.to_string()))
             .unwrap_or_else(|e| panic!("VIDEOLISA_TEST_DEVICE={s}: {e}")),
         Err(_) => candle_core::Device::Cpu,

@@ -80,8 +80,9 @@ impl SamConfig {
         let ie = l.pp("image_encoder");
         let patch = ie.shape("patch_embed.proj.weight")?;
         let pos = ie.shape("pos_embed")?;
-        let bad =
-            |what: String| Error::Invalid(format!("{}: {what}", l.weights().file_of(&ie.name("pos_embed"))));
+        let bad = |what: String| {
+            Error::Checkpoint(format!("{}: {what}", l.weights().file_of(&ie.name("pos_embed"))))
+        };
         if patch.len() != 4 || pos.len() != 4 || pos[1] != pos[2] || patch[2] != patch[3] {
             return Err(bad(format!(
                 "unexpected patch embedding {patch:?} / position embedding {pos:?}"
@@ -200,7 +201,7 @@ impl Sam {
     /// make its GEMMs faster, only its memory larger); on a GPU as many as half its free memory
     /// holds, between 1 and [`MAX_AUTO_BATCH`].
     pub fn auto_batch(&self, device: &Device, dtype: DType) -> usize {
-        match crate::load::free_memory(device) {
+        match crate::device::free_memory(device) {
             Some(free) => batch_for(free / 2, self.config.encode_bytes_per_frame(dtype)),
             None => 1,
         }

@@ -70,7 +70,7 @@ impl<'a> RunOnVideo<'a> {
                     Some(fk) => fk.clone(),
                     None => {
                         let img = frames.get(&t).ok_or_else(|| {
-                            Error::Invalid(format!("XMem++: frame {t} has a given mask but was not read"))
+                            Error::Internal(format!("XMem++: frame {t} has a given mask but was not read"))
                         })?;
                         let fk = net.encode_key(&frame_tensor(img, &net.device)?.0)?;
                         keys.insert(t, fk.clone());
@@ -80,7 +80,7 @@ impl<'a> RunOnVideo<'a> {
                 run.core.put_to_permanent_memory(net, &fk, &m)?;
             }
             if !seen {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Usage(format!(
                     "XMem++ object {k}: every given mask is empty ({NO_VALID_MASKS})"
                 )));
             }

@@ -4,14 +4,13 @@
 //! XMem++ run, as the official scripts run each expression separately; a frame's key encoding
 //! is shared by all of them.
 
-use crate::error::{Error, Result};
+use super::sam::frame_logits;
+use super::sink::{binary_masks, MaskSink};
+use super::stage::{MaskStage, PropagationSummary, StageInput, StageSeconds};
+use crate::error::Result;
 use crate::model::xmem::memory::MemoryConfig;
 use crate::model::xmem::run_on_video::{FrameResult, RunOnVideo};
 use crate::model::xmem::XMem;
-use crate::segment::{
-    binary_masks, keeps_frames, sam_batch, sam_frame_logits, MaskSink, MaskStage, PromptSpec,
-    PropagationSummary, StageInput, StageSeconds,
-};
 use candle_core::{Device, Tensor};
 use image::{GrayImage, RgbImage};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -26,11 +25,11 @@ pub struct XMemPropagation {
 }
 
 impl XMemPropagation {
-    /// A stage for `prompts` with the loaded network.
-    pub fn new(xmem: Arc<XMem>, prompts: &[PromptSpec]) -> Self {
+    /// A stage for the prompts `texts` (named in its notes) with the loaded network.
+    pub fn new(xmem: Arc<XMem>, texts: Vec<String>) -> Self {
         XMemPropagation {
             xmem,
-            texts: prompts.iter().map(|p| p.text.clone()).collect(),
+            texts,
             summary: None,
         }
     }
@@ -55,7 +54,7 @@ fn sam_seeds(
     let (w, h) = (info.width as usize, info.height as usize);
     let mut seeds = vec![BTreeMap::new(); input.prompts.len()];
     let order: Vec<usize> = frames.keys().copied().collect();
-    for chunk in order.chunks(sam_batch(model, input.opts)) {
+    for chunk in order.chunks(input.sam_batch) {
         let t = Instant::now();
         let pixels = chunk
             .iter()
@@ -71,7 +70,7 @@ fn sam_seeds(
         sec.sam_encode += t.elapsed().as_secs_f64();
         let t = Instant::now();
         for (k, sp) in input.prompts.iter().enumerate() {
-            let masks = binary_masks(&sam_frame_logits(model, &emb, sp, info)?)?;
+            let masks = binary_masks(&frame_logits(model, &emb, sp, info)?)?;
             for (i, mut mask) in chunk.iter().zip(masks) {
                 mask.iter_mut().for_each(|v| *v *= 255);
                 let img =
@@ -137,93 +136,140 @@ impl Dump {
     }
 
     fn write(self, dir: &std::path::Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let path = dir.join("xmem.safetensors");
-        let tmp = dir.join(".xmem.safetensors.partial");
-        candle_core::safetensors::save(&self.tensors, &tmp)?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+        crate::output::write_safetensors(&dir.join("xmem.safetensors"), &self.tensors)
     }
 }
 
-impl MaskStage for XMemPropagation {
-    fn run(&mut self, input: &StageInput<'_>, sink: &mut MaskSink, sec: &mut StageSeconds) -> Result<()> {
-        let seeds_at = seed_frames(input.sampling);
+/// SAM's masks on the seed frames, and which prompts have something to propagate.
+struct Seeds {
+    /// The seed frames (video indices, ascending).
+    at: Vec<usize>,
+    /// Their pictures (XMem++ encodes them into permanent memory).
+    frames: BTreeMap<usize, RgbImage>,
+    /// Per prompt, SAM's 0/255 mask of each seed frame.
+    masks: Vec<BTreeMap<usize, GrayImage>>,
+    /// Per prompt, the seed frames whose mask is empty.
+    empty: Vec<Vec<usize>>,
+    /// The prompts with at least one non-empty seed mask.
+    active: Vec<usize>,
+}
+
+impl Seeds {
+    /// Decodes the dense frames and segments them with SAM.
+    fn read(input: &StageInput<'_>, sec: &mut StageSeconds) -> Result<Self> {
+        let at = seed_frames(input.sampling);
         let t = Instant::now();
         let mut frames = BTreeMap::new();
-        input.video.visit(&seeds_at, |i, img| {
+        input.video.visit(&at, |i, img| {
             frames.insert(i, img.clone());
             Ok(())
         })?;
         sec.decode += t.elapsed().as_secs_f64();
-        let seeds = sam_seeds(input, &frames, sec)?;
-        let empty = empty_seeds(&seeds);
+        let masks = sam_seeds(input, &frames, sec)?;
+        let empty = empty_seeds(&masks);
         // XMem2 refuses an object without a single non-empty mask ("No valid masks
         // provided!"); such a prompt is not propagated and gets empty masks.
-        let active: Vec<usize> = (0..seeds.len())
-            .filter(|&k| empty[k].len() < seeds[k].len())
+        let active = (0..masks.len())
+            .filter(|&k| empty[k].len() < masks[k].len())
             .collect();
-        let mut notes = Vec::new();
-        for k in (0..seeds.len()).filter(|k| !active.contains(k)) {
-            notes.push(format!(
-                "prompt {k} ({:?}): SAM found nothing on any dense frame {seeds_at:?}, so XMem++ has no mask \
-                 to propagate; its masks are empty (run without --propagate for SAM's per-frame masks)",
-                self.texts[k]
-            ));
+        Ok(Seeds {
+            at,
+            frames,
+            masks,
+            empty,
+            active,
+        })
+    }
+
+    /// The masks of the prompts XMem++ propagates.
+    fn active_masks(&self) -> Vec<BTreeMap<usize, GrayImage>> {
+        self.active.iter().map(|&k| self.masks[k].clone()).collect()
+    }
+
+    /// A note for each prompt that is not propagated.
+    fn notes(&self, texts: &[String]) -> Vec<String> {
+        (0..self.masks.len())
+            .filter(|k| !self.active.contains(k))
+            .map(|k| {
+                format!(
+                    "prompt {k} ({:?}): SAM found nothing on any dense frame {:?}, so XMem++ has no mask \
+                     to propagate; its masks are empty (run without --propagate for SAM's per-frame masks)",
+                    texts[k], self.at
+                )
+            })
+            .collect()
+    }
+}
+
+/// Runs XMem++ over every frame into the sink (an empty mask for prompts it does not
+/// propagate); returns the seconds XMem++ took.
+fn propagate(
+    run: &mut RunOnVideo<'_>,
+    input: &StageInput<'_>,
+    seeds: &Seeds,
+    sink: &mut MaskSink,
+    sec: &mut StageSeconds,
+) -> Result<f64> {
+    let n = input.video.len();
+    let mut dump = input.dump.map(|_| Dump::new(n, &seeds.at));
+    let bar = crate::progress::bar(n as u64, "XMem++");
+    let mut xmem_s = 0.0;
+    let mut last = Instant::now();
+    for frame in input.video.frames()? {
+        let f = frame?;
+        sec.decode += last.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let r = run.step(f.index, &f.image, f.index + 1 == n)?;
+        xmem_s += t.elapsed().as_secs_f64();
+        if let Some(d) = dump.as_mut() {
+            d.record(f.index, &seeds.active, &r)?;
         }
-        let active_seeds: Vec<_> = active.iter().map(|&k| seeds[k].clone()).collect();
+        let t = Instant::now();
+        let mut masks = r.masks.into_iter();
+        for k in 0..seeds.masks.len() {
+            let m = if seeds.active.contains(&k) {
+                masks.next().expect("one mask per active prompt")
+            } else {
+                vec![0; f.image.width() as usize * f.image.height() as usize]
+            };
+            sink.push_mask(k, f.index, input.keep_frames.then_some(&f.image), m)?;
+        }
+        sec.write += t.elapsed().as_secs_f64();
+        bar.inc(1);
+        last = Instant::now();
+    }
+    bar.finish_and_clear();
+    if let (Some(d), Some(dir)) = (dump, input.dump) {
+        d.write(dir)?;
+    }
+    Ok(xmem_s)
+}
+
+impl MaskStage for XMemPropagation {
+    fn run(&mut self, input: &StageInput<'_>, sink: &mut MaskSink, sec: &mut StageSeconds) -> Result<()> {
+        let mut seeds = Seeds::read(input, sec)?;
         let xmem = self.xmem.clone();
         let t = Instant::now();
-        let mut run = RunOnVideo::new(&xmem, MemoryConfig::default(), &active_seeds, &frames)?;
-        let mut xmem_s = t.elapsed().as_secs_f64();
+        let frames = std::mem::take(&mut seeds.frames);
+        let mut run = RunOnVideo::new(&xmem, MemoryConfig::default(), &seeds.active_masks(), &frames)?;
+        let setup = t.elapsed().as_secs_f64();
         drop(frames);
-
-        let n = input.video.len();
-        let keep = keeps_frames(input.opts);
-        let mut dump = input.opts.dump.as_ref().map(|_| Dump::new(n, &seeds_at));
-        let bar = crate::progress::bar(n as u64, "XMem++");
-        let mut last = Instant::now();
-        for frame in input.video.frames()? {
-            let f = frame?;
-            sec.decode += last.elapsed().as_secs_f64();
-            let t = Instant::now();
-            let r = run.step(f.index, &f.image, f.index + 1 == n)?;
-            xmem_s += t.elapsed().as_secs_f64();
-            if let Some(d) = dump.as_mut() {
-                d.record(f.index, &active, &r)?;
-            }
-            let t = Instant::now();
-            let mut masks = r.masks.into_iter();
-            for k in 0..seeds.len() {
-                let m = if active.contains(&k) {
-                    masks.next().expect("one mask per active prompt")
-                } else {
-                    vec![0; f.image.width() as usize * f.image.height() as usize]
-                };
-                sink.push_mask(k, f.index, keep.then_some(&f.image), m)?;
-            }
-            sec.write += t.elapsed().as_secs_f64();
-            bar.inc(1);
-            last = Instant::now();
-        }
-        bar.finish_and_clear();
-        sec.xmem = Some(xmem_s);
-        if let (Some(d), Some(dir)) = (dump, &input.opts.dump) {
-            d.write(dir)?;
-        }
+        sec.xmem = Some(setup + propagate(&mut run, input, &seeds, sink, sec)?);
         let mut done = run.cores().map(|c| c.memory.consolidations);
+        let consolidations = (0..seeds.masks.len())
+            .map(|k| {
+                if seeds.active.contains(&k) {
+                    done.next().unwrap_or(0)
+                } else {
+                    0
+                }
+            })
+            .collect();
         self.summary = Some(PropagationSummary {
-            seed_frames: seeds_at,
-            empty_seeds: empty,
-            consolidations: (0..seeds.len())
-                .map(|k| {
-                    if active.contains(&k) {
-                        done.next().unwrap_or(0)
-                    } else {
-                        0
-                    }
-                })
-                .collect(),
-            notes,
+            notes: seeds.notes(&self.texts),
+            seed_frames: seeds.at,
+            empty_seeds: seeds.empty,
+            consolidations,
         });
         Ok(())
     }

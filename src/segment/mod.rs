@@ -1,0 +1,287 @@
+//! `segment`: one video and one or more sentences in, a mask per frame per sentence out.
+//! Every prompt is tokenized and checked against the model's context before any frame is
+//! decoded; then CLIP and the LLM see the sampled frames, and a mask stage (SAM on every frame,
+//! or XMem++ propagating SAM's dense-frame masks) segments every frame into the sink.
+//!
+//! The parts: [`prompt`] (what is asked), [`stage`] (the mask-stage interface), [`sam`] and
+//! [`xmem`] (the two stages), [`sink`] (where masks go), [`summary`] and [`dump`] (what is
+//! reported); this module only chains them.
+
+pub mod dump;
+pub mod prompt;
+pub mod sam;
+pub mod sink;
+pub mod stage;
+pub mod summary;
+pub mod xmem;
+
+pub use prompt::{prompt_dir, PromptSpec};
+pub use stage::{MaskStage, PropagationSummary, StageInput, StageSeconds};
+pub use summary::{PromptSummary, SegmentSummary};
+
+use crate::error::Result;
+use crate::model::videolisa::{PromptEmbedding, VideoLisa};
+use crate::model::xmem::XMem;
+use crate::output::OutputFormats;
+use crate::preprocess::{ClipTransform, Planar};
+use crate::sampling::Sampling;
+use crate::video::Video;
+use candle_core::Tensor;
+use prompt::{prepare_prompts, PreparedPrompt};
+use sink::{MaskSink, SinkTotals};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+use summary::StageReport;
+
+/// What `segment` does besides computing masks.
+#[derive(Debug, Clone)]
+pub struct SegmentOptions {
+    /// Sparse frames for CLIP (32).
+    pub n_sparse: usize,
+    /// Dense frames among them (4).
+    pub n_dense: usize,
+    /// Files written per prompt.
+    pub formats: OutputFormats,
+    /// Frames per SAM image-encoder batch; `None`: chosen from the device's free memory
+    /// ([`crate::model::sam::Sam::auto_batch`]).
+    pub sam_batch: Option<usize>,
+    /// Write intermediates (ids, indices, visual tokens, prompt, logits) here as safetensors.
+    pub dump: Option<PathBuf>,
+    /// Return the per-frame logits of every prompt (memory: frames × H × W × 4 bytes each).
+    pub keep_logits: bool,
+    /// Write `summary.json` into the output folder.
+    pub write_summary: bool,
+    /// Post-optimization: XMem++ propagates SAM's masks of the dense frames through the video
+    /// instead of SAM decoding every frame.
+    pub propagate: Option<Arc<XMem>>,
+}
+
+impl Default for SegmentOptions {
+    fn default() -> Self {
+        SegmentOptions {
+            n_sparse: crate::sampling::DEFAULT_SPARSE,
+            n_dense: crate::sampling::DEFAULT_DENSE,
+            formats: OutputFormats::default(),
+            sam_batch: None,
+            dump: None,
+            keep_logits: false,
+            write_summary: true,
+            propagate: None,
+        }
+    }
+}
+
+/// Everything `segment` computed.
+pub struct Segmented {
+    /// The summary.
+    pub summary: SegmentSummary,
+    /// The visual tokens `[S + dense·n, D]`.
+    pub visual_tokens: Tensor,
+    /// The LLM output per prompt.
+    pub prompts: Vec<PromptEmbedding>,
+    /// Per prompt `[T, H, W]` f32 logits, when asked for.
+    pub logits: Option<Vec<Tensor>>,
+}
+
+/// The CLIP inputs of a video's sparse frames, decoded and preprocessed (no model needed, so
+/// a batch prepares the next video's while the current one is on the model).
+pub struct SparseInputs {
+    /// The sampling they were made for.
+    pub sampling: Sampling,
+    /// Preprocessed CLIP input of each distinct sparse frame, by frame index.
+    pub frames: HashMap<usize, Planar>,
+    /// Seconds spent decoding and preprocessing.
+    pub decode: f64,
+    /// Seconds spent preprocessing.
+    pub preprocess: f64,
+}
+
+impl SparseInputs {
+    /// Samples `video` and decodes and preprocesses each distinct sparse frame once.
+    pub fn read(transform: &ClipTransform, video: &Video, n_sparse: usize, n_dense: usize) -> Result<Self> {
+        let sampling = Sampling::new(video.len(), n_sparse, n_dense)?;
+        let (mut decode, mut preprocess) = (0.0, 0.0);
+        let mut frames = HashMap::new();
+        let mut last = Instant::now();
+        video.visit(&sampling.sparse, |i, img| {
+            decode += last.elapsed().as_secs_f64();
+            let t = Instant::now();
+            frames.insert(i, transform.apply(img));
+            preprocess += t.elapsed().as_secs_f64();
+            last = Instant::now();
+            Ok(())
+        })?;
+        Ok(SparseInputs {
+            sampling,
+            frames,
+            decode,
+            preprocess,
+        })
+    }
+}
+
+/// Segments `video` for each of `prompts`; writes outputs under `out` when given.
+pub fn segment(
+    model: &VideoLisa,
+    video: &Video,
+    prompts: &[PromptSpec],
+    out: Option<&Path>,
+    opts: &SegmentOptions,
+) -> Result<Segmented> {
+    segment_prepared(model, video, None, prompts, out, opts)
+}
+
+/// [`segment`] with the sparse frames' CLIP inputs already read (by [`SparseInputs::read`],
+/// e.g. on another thread while the previous video was on the model).
+pub fn segment_prepared(
+    model: &VideoLisa,
+    video: &Video,
+    sparse: Option<SparseInputs>,
+    prompts: &[PromptSpec],
+    out: Option<&Path>,
+    opts: &SegmentOptions,
+) -> Result<Segmented> {
+    let t0 = Instant::now();
+    // the SAM batch is chosen once, before any model work, and reported as used
+    let sam_batch = sam::choose_batch(model, opts.sam_batch);
+    let mut sec = StageSeconds::default();
+    let sampling = Sampling::new(video.len(), opts.n_sparse, opts.n_dense)?;
+    let prepared = prepare_prompts(model, prompts, &sampling)?;
+    let sparse = match sparse {
+        Some(s) if s.sampling == sampling => s,
+        _ => SparseInputs::read(&model.clip_transform, video, opts.n_sparse, opts.n_dense)?,
+    };
+    let visual_tokens = encode_sparse_frames(model, sparse, &mut sec)?;
+    let embeddings = prompt_embeddings(model, &prepared, &visual_tokens, &mut sec)?;
+    let sparse_prompts: Vec<Tensor> = embeddings
+        .iter()
+        .map(|e| e.embedding.unsqueeze(1))
+        .collect::<candle_core::Result<_>>()?;
+    let input = StageInput {
+        model,
+        video,
+        sampling: &sampling,
+        prompts: &sparse_prompts,
+        sam_batch,
+        keep_frames: opts.formats.needs_frames(),
+        dump: opts.dump.as_deref(),
+    };
+    let (totals, propagation) = run_mask_stage(&input, prompts, out, opts, &mut sec)?;
+    let info = video.info();
+    let plane_total = (u64::from(info.width) * u64::from(info.height) * info.frames as u64).max(1) as f64;
+    let summaries = prompts
+        .iter()
+        .zip(&prepared)
+        .zip(&embeddings)
+        .zip(&totals.foreground)
+        .map(|(((spec, p), e), fg)| PromptSummary::new(spec, p, e, *fg as f64 / plane_total))
+        .collect();
+    let report = StageReport {
+        warnings: totals.warnings,
+        propagation,
+        seconds: sec,
+    };
+    let result = Segmented {
+        summary: SegmentSummary::new(model, info.clone(), &sampling, sam_batch, summaries, report),
+        visual_tokens,
+        prompts: embeddings,
+        logits: totals.logits,
+    };
+    finish(result, &sampling, out, opts, t0)
+}
+
+/// The visual tokens of a video's sparse frames (CLIP + projector); charges the inputs'
+/// decoding and the CLIP time to `sec`.
+fn encode_sparse_frames(model: &VideoLisa, inputs: SparseInputs, sec: &mut StageSeconds) -> Result<Tensor> {
+    sec.decode += inputs.decode;
+    sec.preprocess += inputs.preprocess;
+    let dev = model.options.device.clone();
+    let pixels = inputs
+        .sampling
+        .sparse
+        .iter()
+        .map(|i| {
+            let p = &inputs.frames[i];
+            Tensor::from_slice(&p.data, (p.channels, p.height, p.width), &dev)
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let pixels = Tensor::stack(&pixels, 0)?;
+    let t = Instant::now();
+    let tokens = model.visual_tokens(&pixels, &inputs.sampling.dense)?;
+    dev.synchronize()?; // GPU work is asynchronous: charge it to this stage
+    sec.clip = t.elapsed().as_secs_f64();
+    Ok(tokens)
+}
+
+/// Each prompt's `[SEG]` answer from the LLM.
+fn prompt_embeddings(
+    model: &VideoLisa,
+    prepared: &[PreparedPrompt],
+    visual_tokens: &Tensor,
+    sec: &mut StageSeconds,
+) -> Result<Vec<PromptEmbedding>> {
+    let t = Instant::now();
+    let embeddings = prepared
+        .iter()
+        .map(|p| model.prompt_embedding(&p.ids, visual_tokens))
+        .collect::<Result<Vec<_>>>()?;
+    model.options.device.synchronize()?;
+    sec.llm = t.elapsed().as_secs_f64();
+    Ok(embeddings)
+}
+
+/// The stage the options ask for: XMem++ propagation with `--propagate`, else SAM on every
+/// frame.
+fn mask_stage(opts: &SegmentOptions, prompts: &[PromptSpec]) -> Box<dyn MaskStage> {
+    match &opts.propagate {
+        None => Box::new(sam::SamEveryFrame),
+        Some(x) => {
+            let texts = prompts.iter().map(|p| p.text.clone()).collect();
+            Box::new(xmem::XMemPropagation::new(x.clone(), texts))
+        }
+    }
+}
+
+/// Runs the mask stage into a sink for `prompts`' folders under `out`; returns the sink's
+/// totals and what the stage reports.
+fn run_mask_stage(
+    input: &StageInput<'_>,
+    prompts: &[PromptSpec],
+    out: Option<&Path>,
+    opts: &SegmentOptions,
+    sec: &mut StageSeconds,
+) -> Result<(SinkTotals, Option<PropagationSummary>)> {
+    let dirs: Vec<&str> = prompts.iter().map(|p| p.dir.as_str()).collect();
+    let keep_logits = opts.keep_logits || opts.dump.is_some();
+    let mut sink = MaskSink::new(out, &dirs, input.video.info(), &opts.formats, keep_logits)?;
+    let mut stage = mask_stage(opts, prompts);
+    stage.run(input, &mut sink, sec)?;
+    let t = Instant::now();
+    let totals = sink.finish()?;
+    sec.write += t.elapsed().as_secs_f64();
+    Ok((totals, stage.summary()))
+}
+
+/// Writes the dump and `summary.json` (when asked), and drops logits kept only for the dump.
+fn finish(
+    mut result: Segmented,
+    sampling: &Sampling,
+    out: Option<&Path>,
+    opts: &SegmentOptions,
+    t0: Instant,
+) -> Result<Segmented> {
+    if let Some(d) = &opts.dump {
+        let logits = result.logits.as_deref();
+        dump::write_dump(d, sampling, &result.visual_tokens, &result.prompts, logits)?;
+    }
+    result.summary.seconds.total = t0.elapsed().as_secs_f64();
+    if let (Some(o), true) = (out, opts.write_summary) {
+        crate::json::write_json(&o.join("summary.json"), &result.summary)?;
+    }
+    if !opts.keep_logits {
+        result.logits = None;
+    }
+    Ok(result)
+}

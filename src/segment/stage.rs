@@ -1,0 +1,79 @@
+//! The seam after the LLM: a mask stage turns each prompt's SAM prompt embedding into a mask
+//! per frame (SAM on every frame, or XMem++ propagating SAM's dense-frame masks), pushing them
+//! into a [`MaskSink`] in frame order. What a stage works from and what it reports are here;
+//! the stages themselves are in [`super::sam`] and [`super::xmem`].
+
+use super::sink::MaskSink;
+use crate::error::Result;
+use crate::model::videolisa::VideoLisa;
+use crate::sampling::Sampling;
+use crate::video::Video;
+use candle_core::Tensor;
+use std::path::Path;
+
+/// Seconds spent per stage.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct StageSeconds {
+    /// Reading and decoding frames.
+    pub decode: f64,
+    /// Preprocessing (CLIP and SAM resizes).
+    pub preprocess: f64,
+    /// CLIP + projector.
+    pub clip: f64,
+    /// Phi-3 + `text_hidden_fcs` (all prompts).
+    pub llm: f64,
+    /// SAM image encoder (all frames).
+    pub sam_encode: f64,
+    /// SAM mask decoder + post-processing (all frames × prompts).
+    pub sam_decode: f64,
+    /// XMem++ over every frame (`--propagate`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xmem: Option<f64>,
+    /// Writing outputs.
+    pub write: f64,
+    /// Wall time of the whole call.
+    pub total: f64,
+}
+
+/// What the XMem++ stage reports.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PropagationSummary {
+    /// The frames whose SAM masks seeded XMem++'s permanent memory (the dense frames).
+    pub seed_frames: Vec<usize>,
+    /// Per prompt: seed frames whose SAM mask was empty.
+    pub empty_seeds: Vec<Vec<usize>>,
+    /// Per prompt: working-memory consolidations into long-term memory.
+    pub consolidations: Vec<usize>,
+    /// Prompts the stage could not propagate (no non-empty seed mask): their masks are empty.
+    pub notes: Vec<String>,
+}
+
+/// What a mask stage works from: the model, the video, its sampling, and each prompt's SAM
+/// prompt embedding `[1, 1, D]` from the LLM.
+pub struct StageInput<'a> {
+    /// The loaded model (SAM is `model.visual_model`).
+    pub model: &'a VideoLisa,
+    /// The video.
+    pub video: &'a Video,
+    /// Its sparse and dense frames.
+    pub sampling: &'a Sampling,
+    /// Per prompt, SAM's sparse prompt embedding.
+    pub prompts: &'a [Tensor],
+    /// Frames per SAM image-encoder batch (chosen once per run).
+    pub sam_batch: usize,
+    /// Whether the sink needs the frames themselves (overlays).
+    pub keep_frames: bool,
+    /// Where stage intermediates go (`--dump`).
+    pub dump: Option<&'a Path>,
+}
+
+/// The per-frame mask producer, the stage after the LLM: it hands every frame's mask of every
+/// prompt to the sink, in frame order, and keeps whatever state it needs per prompt.
+pub trait MaskStage {
+    /// Produces the masks; adds its time to `sec`.
+    fn run(&mut self, input: &StageInput<'_>, sink: &mut MaskSink, sec: &mut StageSeconds) -> Result<()>;
+    /// What the stage reports in the summary, if anything.
+    fn summary(&self) -> Option<PropagationSummary> {
+        None
+    }
+}
