@@ -167,3 +167,20 @@ impl Error {
 
 /// Result alias used throughout the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_errors_exit_2_and_ours_exit_1_with_their_causes() {
+        assert_eq!(Error::Usage("x".into()).exit_code(), 2);
+        assert_eq!(Error::Checkpoint("x".into()).exit_code(), 2);
+        assert_eq!(Error::Dataset("x".into()).exit_code(), 2);
+        assert_eq!(Error::Internal("x".into()).exit_code(), 1);
+        let e: Error = candle_core::Error::Msg("shape mismatch".into()).into();
+        assert_eq!(e.exit_code(), 1);
+        assert_eq!(e.to_string(), "model computation failed");
+        assert_eq!(e.report(), "model computation failed: shape mismatch");
+    }
+}

@@ -130,6 +130,19 @@ fn upward(edges: &BTreeMap<String, BTreeSet<String>>, layers: &[&[&str]]) -> Vec
     bad
 }
 
+/// Prints the graph and fails on any edge that does not go down a layer.
+fn assert_downward(edges: &BTreeMap<String, BTreeSet<String>>, layers: &[&[&str]]) {
+    for (from, tos) in edges {
+        println!("{from} -> {tos:?}");
+    }
+    let bad = upward(edges, layers);
+    assert!(
+        bad.is_empty(),
+        "imports that do not go down a layer:\n{}",
+        bad.join("\n")
+    );
+}
+
 #[test]
 fn top_level_modules_import_only_lower_layers() {
     let mut files = Vec::new();
@@ -155,15 +168,7 @@ fn top_level_modules_import_only_lower_layers() {
                 .filter(|t| *t != top && t != "Error" && t != "Result"),
         );
     }
-    for (from, tos) in &edges {
-        println!("{from} -> {tos:?}");
-    }
-    let bad = upward(&edges, LAYERS);
-    assert!(
-        bad.is_empty(),
-        "imports that do not go down a layer:\n{}",
-        bad.join("\n")
-    );
+    assert_downward(&edges, LAYERS);
 }
 
 #[test]
@@ -202,13 +207,7 @@ fn segment_parts_import_only_parts_below_them() {
         targets.remove(&name);
         edges.insert(name, targets);
     }
-    println!("{edges:?}");
-    let bad = upward(&edges, SEGMENT_LAYERS);
-    assert!(
-        bad.is_empty(),
-        "segment/ parts that import upwards:\n{}",
-        bad.join("\n")
-    );
+    assert_downward(&edges, SEGMENT_LAYERS);
 }
 
 #[test]

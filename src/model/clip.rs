@@ -386,3 +386,25 @@ impl ClipVisionTower {
         Ok(h.narrow(D::Minus2, 1, n - 1)?.contiguous()?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preprocessor_sizes_read_as_each_transformers_version_writes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |json: &str| std::fs::write(dir.path().join("preprocessor_config.json"), json).unwrap();
+        write(r#"{"size": {"shortest_edge": 336}, "crop_size": {"height": 336, "width": 336}}"#);
+        let t = clip_transform(dir.path(), 336).unwrap();
+        assert_eq!((t.shortest_edge, t.crop), (336, 336));
+        write(r#"{"size": 400, "crop_size": 336, "image_mean": [0.5, 0.5, 0.5]}"#);
+        let t = clip_transform(dir.path(), 336).unwrap();
+        assert_eq!((t.shortest_edge, t.crop, t.mean), (400, 336, [0.5; 3]));
+        write(r#"{"image_std": [0.5, 0.5]}"#);
+        let e = clip_transform(dir.path(), 336).unwrap_err().to_string();
+        assert!(e.contains("`image_std` has 2 values"), "{e}");
+        write(r#"{"crop_size": 224}"#);
+        assert!(clip_transform(dir.path(), 336).is_err());
+    }
+}

@@ -490,3 +490,60 @@ impl Phi3Model {
         Ok(masks)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> std::result::Result<Phi3Config, serde_json::Error> {
+        serde_json::from_str(&format!(
+            r#"{{"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                "intermediate_size": 96, "max_position_embeddings": 128, "vocab_size": 10,
+                "model_type": "llava_phi"{extra}}}"#
+        ))
+    }
+
+    #[test]
+    fn config_defaults_and_checks_follow_transformers() {
+        let p = Path::new("config.json");
+        let c = config(r#", "sliding_window": 40"#).unwrap();
+        assert_eq!(
+            (c.kv_heads(), c.head_dim(), c.sliding_window()),
+            (4, 16, Some(40))
+        );
+        assert_eq!((c.rms_norm_eps, c.rope_theta), (1e-5, 10000.0));
+        c.validate(p).unwrap();
+        let full = config(r#", "sliding_window": null, "num_key_value_heads": 2"#).unwrap();
+        assert_eq!((full.sliding_window(), full.kv_heads()), (None, 2));
+        full.validate(p).unwrap();
+        let e = config("").unwrap().validate(p).unwrap_err().to_string();
+        assert!(e.contains("config.json: `sliding_window` is missing"), "{e}");
+        let e = config(r#", "sliding_window": 0"#).unwrap_err().to_string();
+        assert!(e.contains("positive number or null, found 0"), "{e}");
+        let scaled = config(r#", "sliding_window": 40, "rope_scaling": {"type": "su"}"#).unwrap();
+        assert!(scaled
+            .validate(p)
+            .unwrap_err()
+            .to_string()
+            .contains("rope_scaling"));
+        let odd = config(r#", "sliding_window": 40, "num_key_value_heads": 3"#).unwrap();
+        assert!(odd.validate(p).unwrap_err().to_string().contains("do not divide"));
+        assert!(config(r#", "sliding_window": 40, "hidden_size": "wide""#).is_err());
+    }
+
+    #[test]
+    fn rotary_tables_cover_the_context_and_no_more() {
+        let c = config(r#", "sliding_window": 40"#).unwrap();
+        let rope = RotaryEmbedding::new(&c, DType::F32, &Device::Cpu).unwrap();
+        let (cos, sin) = rope.tables(0, 128).unwrap();
+        assert_eq!(cos.dims(), &[128, 16]);
+        let row: Vec<f32> = sin.get(3).unwrap().to_vec1().unwrap();
+        // position 3, frequency 1 (k = 0): both halves hold sin(3)
+        assert_eq!((row[0], row[8]), (3f32.sin(), 3f32.sin()));
+        let e = rope.tables(100, 29).unwrap_err();
+        assert!(
+            matches!(e, Error::Usage(_)) && e.to_string().contains("129 positions"),
+            "{e}"
+        );
+    }
+}
