@@ -153,6 +153,24 @@ impl Error {
         }
     }
 
+    /// An I/O failure on a path the user gave (an input, the output folder): a missing path is
+    /// [`Error::NotFound`]; a folder where a file belongs (or the reverse), text that is not
+    /// UTF-8, or a place the user may not write are bad input; anything else stays an I/O
+    /// failure.
+    pub fn input(path: impl Into<PathBuf>, err: std::io::Error) -> Self {
+        use std::io::ErrorKind as K;
+        let path = path.into();
+        let why = match err.kind() {
+            K::NotFound => return Error::NotFound { path },
+            K::IsADirectory => "is a folder, not a file".to_string(),
+            K::NotADirectory | K::AlreadyExists => "is (or lies under) a file, not a folder".to_string(),
+            K::InvalidData => "is not UTF-8 text".to_string(),
+            K::PermissionDenied | K::ReadOnlyFilesystem => format!("cannot be written here ({err})"),
+            _ => return Error::Io { path, err },
+        };
+        Error::Usage(format!("{}: {why}", path.display()))
+    }
+
     /// The message with its causes, `: `-separated (for logs that hold one line per failure).
     pub fn report(&self) -> String {
         let mut text = self.to_string();

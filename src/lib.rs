@@ -4,13 +4,14 @@
 //! This crate is the library; the `videolisa` binary is a thin command line on top of it.
 //!
 //! Modules import downwards only (checked by `tests/architecture.rs`):
-//! 1. [`error`], then [`device`], [`names`], [`shard`], [`progress`], [`output`], then [`json`];
+//! 1. [`error`], then [`device`], [`names`], [`shard`], [`lock`], [`progress`], [`output`], then
+//!    [`json`];
 //! 2. inputs and tensors: [`video`], [`sampling`], [`preprocess`], [`tokenizer`], [`weights`],
-//!    [`hub`];
+//!    [`hub`], [`demo`];
 //! 3. the networks: [`model`];
 //! 4. what to load and what a folder holds: [`load`], [`run_manifest`];
 //! 5. a run: [`setup`] (weights, settings, manifest, models), [`segment`] (the pipeline);
-//! 6. many runs: [`batch`], [`eval`], [`demo`];
+//! 6. many runs: [`batch`], [`eval`];
 //! 7. the subcommands: [`commands`].
 
 #![warn(missing_docs)]
@@ -24,6 +25,7 @@ pub mod eval;
 pub mod hub;
 pub mod json;
 pub mod load;
+pub mod lock;
 pub mod model;
 pub mod names;
 pub mod output;

@@ -205,9 +205,17 @@ pub fn model_settings(
 /// Creates `dir` if needed and proves it writable (a file is created and removed), so that an
 /// unwritable output is found before any expensive work.
 pub fn ensure_writable(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    // the output folder is the user's choice: any reason it cannot be one is bad input
+    let unusable = |e: std::io::Error| match Error::input(dir, e) {
+        Error::NotFound { .. } => Error::Usage(format!(
+            "{}: the output folder cannot be created here",
+            dir.display()
+        )),
+        e => e,
+    };
+    std::fs::create_dir_all(dir).map_err(unusable)?;
     let probe = dir.join(format!(".videolisa-write-test-{}", std::process::id()));
-    std::fs::write(&probe, b"").map_err(|e| Error::io(dir, e))?;
+    std::fs::write(&probe, b"").map_err(unusable)?;
     std::fs::remove_file(&probe).map_err(|e| Error::io(&probe, e))
 }
 
@@ -233,6 +241,93 @@ pub fn item_fingerprint(inputs: &serde_json::Value) -> String {
     h.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
+/// A path as text for fingerprints and messages: itself when UTF-8, else its bytes in hex.
+pub fn path_key(p: &Path) -> String {
+    match p.to_str() {
+        Some(s) => s.to_string(),
+        None => {
+            let hex: String = p
+                .as_os_str()
+                .as_encoded_bytes()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            format!("hex:{hex}")
+        }
+    }
+}
+
+/// What an input is now, for done markers: size and modification time of a file, of every file
+/// in a folder (frames overwritten in place change it), or of every file in a list.
+pub fn input_fingerprint(paths: &[&Path]) -> serde_json::Value {
+    let stamp = |p: &Path| -> serde_json::Value {
+        let m = std::fs::metadata(p).ok();
+        let modified = m
+            .as_ref()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos().to_string());
+        serde_json::json!([path_key(p), m.map(|m| m.len()), modified])
+    };
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut files: Vec<_> = std::fs::read_dir(p)
+                .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+                .unwrap_or_default();
+            files.sort();
+            out.extend(files.iter().map(|f| stamp(f)));
+        } else {
+            out.push(stamp(p));
+        }
+    }
+    serde_json::Value::Array(out)
+}
+
+/// A short hash of the settings in `dir`'s run manifest (empty without one): done markers carry
+/// it, so a result made with other settings is never taken as done, even when another shard
+/// replaced the manifest meanwhile.
+pub fn settings_fingerprint(dir: &Path) -> Result<String> {
+    Ok(RunManifest::read(dir)?
+        .map(|m| item_fingerprint(&serde_json::json!(m.settings)))
+        .unwrap_or_default())
+}
+
+/// The entry of `dir` (one of `entries`) that `input` lies inside, if any: replacing that entry
+/// would delete the run's own input.
+pub fn entry_holding<'a>(
+    input: &Path,
+    dir: &Path,
+    entries: impl IntoIterator<Item = &'a str>,
+) -> Option<PathBuf> {
+    let (input, dir) = (input.canonicalize().ok()?, dir.canonicalize().ok()?);
+    entries
+        .into_iter()
+        .map(|e| dir.join(e))
+        .find(|e| input.starts_with(e))
+}
+
+/// Name of the marker an item's folder gets before anything else is written into it, so that a
+/// folder left by an interrupted run is known as ours (and replaced), while a folder someone
+/// else made under that name is not.
+pub const STARTED: &str = ".started";
+
+/// Marks `dir` (created if needed) as an item folder this tool is writing.
+pub fn mark_started(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let path = dir.join(STARTED);
+    std::fs::write(&path, b"").map_err(|e| Error::io(&path, e))
+}
+
+/// Whether `dir` may be replaced as an item folder: absent, empty, or made by this tool
+/// (started or done).
+pub fn is_item_folder(dir: &Path) -> bool {
+    match std::fs::read_dir(dir) {
+        Err(_) => !dir.exists(),
+        Ok(mut rd) => rd.next().is_none() || dir.join(DONE).exists() || dir.join(STARTED).exists(),
+    }
+}
+
 /// Whether the item with `fingerprint` is finished in `dir`.
 pub fn item_state(dir: &Path, fingerprint: &str) -> ItemState {
     let Ok(text) = std::fs::read_to_string(dir.join(DONE)) else {
@@ -244,13 +339,19 @@ pub fn item_state(dir: &Path, fingerprint: &str) -> ItemState {
     }
 }
 
-/// Marks `dir` finished for the item with `fingerprint` (written last, atomically).
+/// Marks `dir` finished for the item with `fingerprint` (written last, atomically; the started
+/// marker goes once it is there).
 pub fn mark_done(dir: &Path, fingerprint: &str, record: &serde_json::Value) -> Result<()> {
     let path = dir.join(DONE);
     let body = serde_json::json!({"fingerprint": fingerprint, "record": record}).to_string();
     write_atomic(&path, |w| {
         std::io::Write::write_all(w, body.as_bytes()).map_err(|e| Error::io(&path, e))
-    })
+    })?;
+    let started = dir.join(STARTED);
+    match std::fs::remove_file(&started) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&started, e)),
+        _ => Ok(()),
+    }
 }
 
 /// Removes an item's folder (partial or stale outputs) so that it is computed from scratch.
@@ -262,11 +363,12 @@ pub fn clear_item(dir: &Path) -> Result<()> {
     }
 }
 
-/// Names directly under `dir`, sorted.
+/// Names directly under `dir`, sorted (the folder's lock files left out: they are no result).
 fn list(dir: &Path) -> Result<Vec<String>> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| !crate::lock::is_lock_file(n))
         .collect();
     names.sort();
     Ok(names)

@@ -7,6 +7,9 @@ use crate::error::{Error, Result};
 pub const DEFAULT_SPARSE: usize = 32;
 /// Default number of dense frames (full 576-token CLIP grids), as trained.
 pub const DEFAULT_DENSE: usize = 4;
+/// Most sparse frames a run may sample: each is at least one LLM token, and no model this tool
+/// loads has a context of more than 4096 positions.
+pub const MAX_SPARSE: usize = 4096;
 
 /// The frames one video contributes to the LLM.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -38,6 +41,12 @@ impl Sampling {
         if n_sparse == 0 || n_dense == 0 {
             return Err(Error::Usage(format!(
                 "frame counts must be at least 1 (got --sparse {n_sparse}, --dense {n_dense})"
+            )));
+        }
+        if n_sparse > MAX_SPARSE {
+            return Err(Error::Usage(format!(
+                "--sparse {n_sparse} is more than {MAX_SPARSE}: every sparse frame takes a position of \
+                 the model's context"
             )));
         }
         if n_dense > n_sparse {

@@ -44,11 +44,64 @@ impl Default for Shard {
     }
 }
 
+impl Shard {
+    /// The shard a scheduler gave this process, from its environment (`var` reads a
+    /// variable): a Slurm job array task (`SLURM_ARRAY_TASK_ID` counted from
+    /// `SLURM_ARRAY_TASK_MIN`, of `SLURM_ARRAY_TASK_COUNT`), or a Kubernetes Indexed Job
+    /// (`JOB_COMPLETION_INDEX`, of `VIDEOLISA_SHARD_COUNT`, which the Job spec sets to its
+    /// `completions`).
+    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let num = |k: &str| -> Result<Option<usize>, String> {
+            var(k)
+                .map(|v| {
+                    v.trim()
+                        .parse::<usize>()
+                        .map_err(|_| format!("{k}={v:?} is not a whole number"))
+                })
+                .transpose()
+        };
+        let (index, count) = if let Some(id) = num("SLURM_ARRAY_TASK_ID")? {
+            let count = num("SLURM_ARRAY_TASK_COUNT")?.ok_or(
+                "SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not (Slurm ≥ 18.08 sets both)",
+            )?;
+            let min = num("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
+            (
+                id.checked_sub(min)
+                    .ok_or("SLURM_ARRAY_TASK_ID is below SLURM_ARRAY_TASK_MIN")?,
+                count,
+            )
+        } else if let Some(index) = num("JOB_COMPLETION_INDEX")? {
+            let count = num("VIDEOLISA_SHARD_COUNT")?.ok_or(
+                "JOB_COMPLETION_INDEX is set: also set VIDEOLISA_SHARD_COUNT to the Job's completions",
+            )?;
+            (index, count)
+        } else {
+            return Err(
+                "--shard auto: no scheduler shard in the environment (SLURM_ARRAY_TASK_ID and \
+                 SLURM_ARRAY_TASK_COUNT from a Slurm job array, or JOB_COMPLETION_INDEX and \
+                 VIDEOLISA_SHARD_COUNT from a Kubernetes Indexed Job); give --shard i/n instead"
+                    .into(),
+            );
+        };
+        if count == 0 || index >= count {
+            return Err(format!(
+                "--shard auto: the scheduler's task {index} of {count} is not a shard (a Slurm array \
+                 must run tasks 0..n-1, or min..min+n-1, without gaps)"
+            ));
+        }
+        Ok(Shard { index, count })
+    }
+}
+
 impl FromStr for Shard {
     type Err = String;
 
+    /// `i/n`, or `auto` for the scheduler's shard (see [`Shard::from_env`]).
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("--shard {s}: expected i/n with 0 ≤ i < n");
+        if s == "auto" {
+            return Shard::from_env(|k| std::env::var(k).ok());
+        }
+        let bad = || format!("--shard {s}: expected i/n with 0 ≤ i < n, or auto");
         let (a, b) = s.split_once('/').ok_or_else(bad)?;
         let index = a.trim().parse::<usize>().map_err(|_| bad())?;
         let count = b.trim().parse::<usize>().map_err(|_| bad())?;
@@ -79,5 +132,30 @@ mod tests {
         assert_eq!(s.take(&[0, 1, 2, 3, 4, 5, 6]), vec![&1, &4]);
         assert_eq!(Shard::WHOLE.take(&[7, 8]), vec![&7, &8]);
         assert_eq!(s.to_string(), "1/3");
+    }
+
+    #[test]
+    fn schedulers_give_the_shard() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        let slurm = env(&[("SLURM_ARRAY_TASK_ID", "2"), ("SLURM_ARRAY_TASK_COUNT", "4")]);
+        assert_eq!(Shard::from_env(slurm), Ok(Shard { index: 2, count: 4 }));
+        let from_one = env(&[
+            ("SLURM_ARRAY_TASK_ID", "4"),
+            ("SLURM_ARRAY_TASK_COUNT", "4"),
+            ("SLURM_ARRAY_TASK_MIN", "1"),
+        ]);
+        assert_eq!(Shard::from_env(from_one), Ok(Shard { index: 3, count: 4 }));
+        let k8s = env(&[("JOB_COMPLETION_INDEX", "0"), ("VIDEOLISA_SHARD_COUNT", "3")]);
+        assert_eq!(Shard::from_env(k8s), Ok(Shard { index: 0, count: 3 }));
+        assert!(Shard::from_env(env(&[("JOB_COMPLETION_INDEX", "0")]))
+            .unwrap_err()
+            .contains("VIDEOLISA_SHARD_COUNT"));
+        assert!(Shard::from_env(env(&[]))
+            .unwrap_err()
+            .contains("SLURM_ARRAY_TASK_ID"));
+        let gap = env(&[("SLURM_ARRAY_TASK_ID", "7"), ("SLURM_ARRAY_TASK_COUNT", "4")]);
+        assert!(Shard::from_env(gap).unwrap_err().contains("not a shard"));
     }
 }

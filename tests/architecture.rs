@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["error"],
     &["device", "names", "shard", "progress", "output"],
+    &["lock"],
     &["json"],
     &[
         "video",
@@ -213,7 +214,7 @@ fn segment_parts_import_only_parts_below_them() {
 #[test]
 fn the_checker_sees_an_upward_import() {
     let edges = BTreeMap::from([("model".to_string(), BTreeSet::from(["load".to_string()]))]);
-    assert_eq!(upward(&edges, LAYERS), vec!["model (layer 4) -> load (layer 5)"]);
+    assert_eq!(upward(&edges, LAYERS), vec!["model (layer 5) -> load (layer 6)"]);
     let groups = names_after("use crate::{model::{a::B, c}, load::X, Result};", "crate::");
     assert_eq!(groups, BTreeSet::from(["load".to_string(), "model".to_string()]));
 }

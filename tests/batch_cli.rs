@@ -249,7 +249,7 @@ fn bad_rows_are_listed_before_anything_runs_or_skipped() {
     let o = batch(&[csv.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let t = text(&o);
-    for row in ["row 3", "row 4", "row 5"] {
+    for row in ["line 3", "line 4", "line 5"] {
         assert!(t.contains(row), "{row} not reported: {t}");
     }
     assert!(

@@ -156,59 +156,24 @@ fn csv_value(column: &str, cell: &str) -> Option<serde_json::Value> {
     Some(parsed.unwrap_or_else(|| cell.into()))
 }
 
+/// What a manifest or folder holds: the jobs that parsed, and a problem for every row or entry
+/// that is not a job (each named by its line or file name, so nothing is dropped silently).
+pub type Listed = (Vec<Job>, Vec<Problem>);
+
 /// Reads a manifest: `.csv` (a header row naming the columns) or `.jsonl` (one JSON object a
-/// line). Relative video paths resolve against the manifest's folder. Returns the jobs that
-/// parsed and the problems of those that did not.
-pub fn read_manifest(path: &Path, d: &JobDefaults) -> Result<(Vec<Job>, Vec<Problem>)> {
-    let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::NotFound {
-            path: path.to_path_buf(),
-        },
-        _ => Error::io(path, e),
-    })?;
+/// line). Relative video paths resolve against the manifest's folder.
+pub fn read_manifest(path: &Path, d: &JobDefaults) -> Result<Listed> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::input(path, e))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let (mut jobs, mut problems) = (Vec::new(), Vec::new());
-    let mut push = |r: std::result::Result<Job, Problem>| match r {
-        Ok(j) => jobs.push(j),
-        Err(p) => problems.push(p),
-    };
-    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
-        let mut reader = csv::ReaderBuilder::new()
-            .trim(csv::Trim::Headers)
-            .from_reader(text.as_bytes());
-        let headers = reader
-            .headers()
-            .map_err(|e| Error::Usage(format!("{}: unreadable CSV header: {e}", path.display())))?
-            .clone();
-        for (i, record) in reader.records().enumerate() {
-            let origin = format!("{name} row {}", i + 2);
-            let row = record
-                .map_err(|e| e.to_string())
-                .and_then(|r| {
-                    let obj: serde_json::Map<String, serde_json::Value> = headers
-                        .iter()
-                        .zip(r.iter())
-                        .filter_map(|(h, c)| csv_value(h, c).map(|v| (h.to_string(), v)))
-                        .collect();
-                    serde_json::from_value::<Row>(obj.into()).map_err(|e| e.to_string())
-                })
-                .map_err(|what| Problem {
-                    origin: origin.clone(),
-                    what: format!("not a job: {what}"),
-                });
-            push(row.and_then(|r| r.into_job(origin, base, d)));
-        }
+    let (jobs, problems) = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
+        parse_csv(&name, &text, base, d).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?
     } else {
-        for (i, line) in text.lines().enumerate() {
-            if !line.trim().is_empty() {
-                push(parse_json_line(line, format!("{name} line {}", i + 1), base, d));
-            }
-        }
-    }
+        parse_jsonl(&name, &text, base, d)
+    };
     if jobs.is_empty() && problems.is_empty() {
         return Err(Error::Usage(format!(
             "{}: the manifest lists no job",
@@ -218,22 +183,161 @@ pub fn read_manifest(path: &Path, d: &JobDefaults) -> Result<(Vec<Job>, Vec<Prob
     Ok((jobs, problems))
 }
 
-/// Whether a folder entry can be a video: a video file, an image or a folder of frames.
-fn is_video_entry(p: &Path) -> bool {
+/// The jobs of a JSONL manifest's text; `name` names it in the problems.
+pub fn parse_jsonl(name: &str, text: &str, base: &Path, d: &JobDefaults) -> Listed {
+    let (mut jobs, mut problems) = (Vec::new(), Vec::new());
+    for (i, line) in text.lines().enumerate() {
+        if !line.trim().is_empty() {
+            match parse_json_line(line, format!("{name} line {}", i + 1), base, d) {
+                Ok(j) => jobs.push(j),
+                Err(p) => problems.push(p),
+            }
+        }
+    }
+    (jobs, problems)
+}
+
+/// The jobs of a CSV manifest's text (a header row naming the columns, each at most once). Rows
+/// are named by the line they start on; a row that does not parse and spans several lines (an
+/// unterminated quote) also reports each line it swallowed.
+pub fn parse_csv(
+    name: &str,
+    text: &str,
+    base: &Path,
+    d: &JobDefaults,
+) -> std::result::Result<Listed, String> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::Headers)
+        .from_reader(text.as_bytes());
+    let headers = reader
+        .headers()
+        .map_err(|e| format!("unreadable CSV header: {e}"))?
+        .clone();
+    for (k, h) in headers.iter().enumerate() {
+        if headers.iter().take(k).any(|x| x == h) {
+            return Err(format!("the column `{h}` is named twice in the header"));
+        }
+    }
+    let mut rows: Vec<(u64, std::result::Result<Job, Problem>)> = Vec::new();
+    let mut record = csv::StringRecord::new();
+    loop {
+        let read = reader.read_record(&mut record);
+        let position = match &read {
+            Err(e) => e.position().cloned(),
+            Ok(_) => record.position().cloned(),
+        };
+        let line = position.map_or(0, |p| p.line());
+        let origin = format!("{name} line {line}");
+        let row = match read {
+            Ok(false) => break,
+            Ok(true) => csv_row(&headers, &record).map_err(|what| (origin.clone(), what)),
+            Err(e) => Err((origin.clone(), e.to_string())),
+        };
+        let row = row
+            .map_err(|(origin, what)| Problem {
+                origin,
+                what: format!("not a job: {what}"),
+            })
+            .and_then(|r| r.into_job(origin, base, d));
+        rows.push((line, row));
+    }
+    if let Some(open) = unclosed_quote(text) {
+        // the row holding the unclosed quote swallowed every line after it, whatever it parsed to
+        for (line, row) in rows.iter_mut().filter(|(l, _)| *l == open) {
+            *row = Err(Problem {
+                origin: format!("{name} line {line}"),
+                what: "not a job: a quote opened on this line is never closed".into(),
+            });
+        }
+    }
+    let total = text.lines().count() as u64;
+    let mut listed = (Vec::new(), Vec::new());
+    for (k, (line, row)) in rows.iter().enumerate() {
+        match row {
+            Ok(j) => listed.0.push(j.clone()),
+            Err(p) => {
+                listed.1.push(p.clone());
+                let end = rows.get(k + 1).map_or(total + 1, |(l, _)| *l);
+                listed.1.extend(swallowed(name, text, *line, end));
+            }
+        }
+    }
+    Ok(listed)
+}
+
+/// The line on which a quoted CSV field opens and never closes, if one does (a quote opens a
+/// field only at its start; `""` inside one is a quote).
+fn unclosed_quote(text: &str) -> Option<u64> {
+    let (mut line, mut opened) = (1u64, None);
+    let mut field_start = true;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (opened.is_some(), c) {
+            (false, '"') if field_start => opened = Some(line),
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+            }
+            (true, '"') => opened = None,
+            _ => {}
+        }
+        if c == '\n' {
+            line += 1;
+        }
+        field_start = opened.is_none() && (c == ',' || c == '\n');
+    }
+    opened
+}
+
+/// A CSV record as a row: `prompt` may hold a JSON list, flags and numbers are typed, empty
+/// optional cells are absent.
+fn csv_row(headers: &csv::StringRecord, record: &csv::StringRecord) -> std::result::Result<Row, String> {
+    let obj: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .zip(record.iter())
+        .filter_map(|(h, c)| csv_value(h, c).map(|v| (h.to_string(), v)))
+        .collect();
+    serde_json::from_value::<Row>(obj.into()).map_err(|e| e.to_string())
+}
+
+/// The non-empty lines `start + 1 .. end` of a row that failed at `start`: rows the reader took
+/// into it (an unterminated quote runs to the end of the file).
+fn swallowed(name: &str, text: &str, start: u64, end: u64) -> Vec<Problem> {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i as u64 + 1, l))
+        .filter(|(n, l)| *n > start && *n < end && !l.trim().is_empty())
+        .map(|(n, _)| Problem {
+            origin: format!("{name} line {n}"),
+            what: format!(
+                "not run: it is inside the row that starts at line {start}, which did not parse \
+                 (an unterminated quote?)"
+            ),
+        })
+        .collect()
+}
+
+/// Whether a folder entry is meant as a video (by its name: a video file, an image, or a
+/// folder); hidden entries (`.DS_Store`, AppleDouble `._*`) are not.
+fn looks_like_video(p: &Path) -> bool {
     const EXT: [&str; 9] = ["mp4", "m4v", "mov", "mkv", "webm", "avi", "jpg", "jpeg", "png"];
-    p.is_dir()
-        || p.extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| EXT.iter().any(|x| x.eq_ignore_ascii_case(e)))
+    let hidden = p
+        .file_name()
+        .is_some_and(|n| n.as_encoded_bytes().starts_with(b"."));
+    !hidden
+        && (p.is_dir()
+            || p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| EXT.iter().any(|x| x.eq_ignore_ascii_case(e))))
 }
 
 /// One job per entry of `dir` (video files, images, sub-folders of frames), all with `prompts`,
-/// in natural order of their names.
-pub fn read_folder(dir: &Path, prompts: &[String], d: &JobDefaults) -> Result<Vec<Job>> {
+/// in natural order of their names; an entry whose name is not UTF-8 is a problem (a FIFO or
+/// other non-file is a job that [`check_job`] refuses without reading it).
+pub fn read_folder(dir: &Path, prompts: &[String], d: &JobDefaults) -> Result<Listed> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
+        .map_err(|e| Error::input(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| is_video_entry(p))
+        .filter(|p| looks_like_video(p))
         .collect();
     entries.sort_by(|a, b| natural_cmp(&a.to_string_lossy(), &b.to_string_lossy()));
     if entries.is_empty() {
@@ -242,13 +346,22 @@ pub fn read_folder(dir: &Path, prompts: &[String], d: &JobDefaults) -> Result<Ve
             dir.display()
         )));
     }
-    Ok(entries
-        .into_iter()
-        .map(|video| Job {
-            origin: video
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+    let mut listed = (Vec::new(), Vec::new());
+    for video in entries {
+        let origin = video
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if video.file_name().and_then(|n| n.to_str()).is_none() {
+            let what = "its name is not UTF-8, so no output folder can be named after it: rename it";
+            listed.1.push(Problem {
+                origin,
+                what: what.into(),
+            });
+            continue;
+        }
+        listed.0.push(Job {
+            origin,
             id: default_id(&video),
             video,
             prompts: prompts.to_vec(),
@@ -256,9 +369,13 @@ pub fn read_folder(dir: &Path, prompts: &[String], d: &JobDefaults) -> Result<Ve
             mask_value: d.mask_value,
             overlay: d.overlay,
             rle: d.rle,
-        })
-        .collect())
+        });
+    }
+    Ok(listed)
 }
+
+/// Names of videolisa's own files in a batch output folder, which no job id may take.
+pub const RESERVED_IDS: [&str; 2] = [super::RESULTS_FILE, crate::run_manifest::MANIFEST_FILE];
 
 /// Checks one job without the model: id, prompts, options, and that the video opens.
 pub fn check_job(job: &Job) -> std::result::Result<(), Problem> {
@@ -267,6 +384,12 @@ pub fn check_job(job: &Job) -> std::result::Result<(), Problem> {
         what,
     };
     check_name(Path::new("id"), "id", &job.id).map_err(bad)?;
+    if RESERVED_IDS.contains(&job.id.as_str()) || crate::lock::is_lock_file(&job.id) {
+        return Err(bad(format!(
+            "id {:?} is a name videolisa itself uses in the output folder; give the job another `id`",
+            job.id
+        )));
+    }
     if job.prompts.is_empty() || job.prompts.iter().any(|p| p.trim().is_empty()) {
         return Err(bad("every job needs at least one non-empty prompt".into()));
     }
@@ -281,9 +404,10 @@ pub fn check_job(job: &Job) -> std::result::Result<(), Problem> {
         .map_err(|e| bad(e.to_string()))
 }
 
-/// Checks every job (see [`check_job`]) and that ids are unique; returns every problem.
-pub fn check_jobs(jobs: &[Job]) -> Vec<Problem> {
-    let mut problems: Vec<Problem> = jobs.iter().filter_map(|j| check_job(j).err()).collect();
+/// A problem for each job whose id an earlier job of `jobs` already has (their outputs would
+/// overwrite each other).
+pub fn duplicate_ids(jobs: &[Job]) -> Vec<Problem> {
+    let mut problems = Vec::new();
     let mut seen: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
     for j in jobs {
         if let Some(first) = seen.insert(&j.id, &j.origin) {
@@ -334,7 +458,7 @@ mod tests {
         assert!(
             problems[0]
                 .to_string()
-                .starts_with("jobs.csv row 4: unknown template"),
+                .starts_with("jobs.csv line 4: unknown template"),
             "{}",
             problems[0]
         );
@@ -370,11 +494,32 @@ mod tests {
             job("gone", &dir.path().join("missing.mp4"), "x"),
             job("../up", &img, "x"),
             job("seg", &img, "a [SEG] b"),
+            job("results.jsonl", &img, "x"),
         ];
-        let p = check_jobs(&jobs);
+        let mut p: Vec<Problem> = jobs.iter().filter_map(|j| check_job(j).err()).collect();
+        p.extend(duplicate_ids(&jobs));
         let text: Vec<String> = p.iter().map(ToString::to_string).collect();
-        assert_eq!(p.len(), 4, "{text:?}");
+        assert_eq!(p.len(), 5, "{text:?}");
         assert!(text.iter().any(|t| t.contains("missing.mp4")));
         assert!(text.iter().any(|t| t.contains("also used by job ok")));
+        assert!(text.iter().any(|t| t.contains("videolisa itself uses")));
+    }
+
+    #[test]
+    fn csv_rows_are_named_by_line_and_never_swallowed() {
+        let base = Path::new("/data");
+        let text = "video,prompt\na.mp4,\"a dog\non two lines\"\nb.mp4,\"open\nc.mp4,x\n\nd.mp4,y\n";
+        let (jobs, problems) = parse_csv("j.csv", text, base, &D).unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].prompts, ["a dog\non two lines"]);
+        assert_eq!(jobs[0].origin, "j.csv line 2");
+        let origins: Vec<&str> = problems.iter().map(|p| p.origin.as_str()).collect();
+        assert_eq!(
+            origins,
+            ["j.csv line 4", "j.csv line 5", "j.csv line 7"],
+            "{problems:?}"
+        );
+        let e = parse_csv("j.csv", "video,prompt,video\na,b,c\n", base, &D).unwrap_err();
+        assert!(e.contains("`video` is named twice"), "{e}");
     }
 }

@@ -10,11 +10,14 @@ pub mod jobs;
 use crate::error::{Error, Result};
 use crate::model::videolisa::VideoLisa;
 use crate::output::{overlay_fps, OutputFormats};
-use crate::run_manifest::{clear_item, item_fingerprint, item_state, mark_done, ItemState};
+use crate::run_manifest::{
+    clear_item, entry_holding, input_fingerprint, is_item_folder, item_fingerprint, item_state, mark_done,
+    mark_started, path_key, ItemState,
+};
 use crate::segment::{segment_prepared, PromptSpec, SegmentOptions, SparseInputs, StageSeconds};
 use crate::video::Video;
 pub use jobs::{
-    check_job, check_jobs, parse_json_line, read_folder, read_manifest, Job, JobDefaults, Problem,
+    check_job, duplicate_ids, parse_json_line, read_folder, read_manifest, Job, JobDefaults, Problem,
 };
 use serde::Serialize;
 use std::collections::HashSet;
@@ -98,6 +101,9 @@ pub struct BatchOptions {
     pub prefetch: bool,
     /// Sampling and SAM batch (formats come from each job).
     pub segment: SegmentOptions,
+    /// The run settings' fingerprint ([`crate::run_manifest::settings_fingerprint`]), part of
+    /// every done marker.
+    pub settings: String,
 }
 
 /// Counts over a batch.
@@ -140,20 +146,40 @@ impl BatchSummary {
     }
 }
 
-/// What defines a job's outputs (its done marker holds it): a changed prompt, option or video
-/// file makes the job run again.
-pub fn job_fingerprint(job: &Job) -> String {
-    let meta = std::fs::metadata(&job.video).ok();
-    let modified = meta
-        .as_ref()
-        .and_then(|m| m.modified().ok())
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos());
+/// What defines a job's outputs (its done marker holds it): a changed prompt or option, a
+/// changed video file or frame (size or modification time), or other run settings (`settings`,
+/// the run manifest's fingerprint) make the job run again.
+pub fn job_fingerprint(job: &Job, settings: &str) -> String {
     item_fingerprint(&serde_json::json!({
-        "video": job.video, "size": meta.map(|m| m.len()), "modified": modified.map(|n| n.to_string()),
+        "video": path_key(&job.video), "input": input_fingerprint(&[&job.video]), "settings": settings,
         "prompts": job.prompts, "template": job.template, "mask_value": job.mask_value,
         "overlay": job.overlay, "rle": job.rle,
     }))
+}
+
+/// Whether `job` may write its folder under `out`: the folder is absent or videolisa's (else
+/// it is the user's, kept unless `force`), and the video does not lie inside a folder this run
+/// replaces (`ids`: every job id of the run).
+pub fn check_place(job: &Job, out: &Path, force: bool, ids: &[&str]) -> std::result::Result<(), Problem> {
+    let bad = |what: String| Problem {
+        origin: job.origin.clone(),
+        what,
+    };
+    let dir = out.join(&job.id);
+    if !force && !is_item_folder(&dir) {
+        return Err(bad(format!(
+            "{} exists and was not made by videolisa; move it away, give the job another `id`, or \
+             pass --force to replace it",
+            dir.display()
+        )));
+    }
+    match entry_holding(&job.video, out, ids.iter().copied()) {
+        Some(entry) => Err(bad(format!(
+            "the video lies inside {}, which this run replaces; move it out of --out",
+            entry.display()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Appends result lines to `results.jsonl` (one `write` per line, so shards can share it).
@@ -223,9 +249,11 @@ fn run_prepared(
     job: &Job,
     prepared: Prepared,
     out: &Path,
-    opts: &SegmentOptions,
+    opts: &BatchOptions,
 ) -> Result<JobResult> {
+    let (settings, opts) = (&opts.settings, &opts.segment);
     let dir = out.join(&job.id);
+    mark_started(&dir)?;
     let formats = OutputFormats {
         mask_value: job.mask_value,
         overlay_png: job.overlay,
@@ -248,23 +276,28 @@ fn run_prepared(
         &opts,
     )?
     .summary;
+    if !s.warnings.is_empty() {
+        // an output the job asked for is missing: the job is not done (a rerun makes it)
+        return Err(Error::Runtime(format!(
+            "{} output(s) could not be written: {}",
+            s.warnings.len(),
+            s.warnings.join("; ")
+        )));
+    }
     let mut r = JobResult::new(job, out, JobStatus::Done);
     r.frames = s.frames;
     r.foreground = s.prompts.iter().map(|p| p.foreground).collect();
     r.seconds = s.seconds;
-    if !s.warnings.is_empty() {
-        r.error = Some(s.warnings.join("; "));
-    }
     let record = serde_json::to_value(&r).map_err(|e| Error::Internal(format!("JSON: {e}")))?;
-    mark_done(&dir, &job_fingerprint(job), &record)?;
+    mark_done(&dir, &job_fingerprint(job, settings), &record)?;
     Ok(r)
 }
 
 /// The result of a job finished earlier, if it is (same fingerprint); otherwise its folder is
 /// cleared for a fresh run.
-pub fn resumed(job: &Job, out: &Path) -> Result<Option<JobResult>> {
+pub fn resumed(job: &Job, out: &Path, settings: &str) -> Result<Option<JobResult>> {
     let dir = out.join(&job.id);
-    match item_state(&dir, &job_fingerprint(job)) {
+    match item_state(&dir, &job_fingerprint(job, settings)) {
         ItemState::Done(record) => {
             let mut r: JobResult = JobResult::new(job, out, JobStatus::Resumed);
             r.frames = record["frames"].as_u64().unwrap_or(0) as usize;
@@ -279,9 +312,9 @@ pub fn resumed(job: &Job, out: &Path) -> Result<Option<JobResult>> {
 }
 
 /// Runs one job now (no prefetch): the stdin mode's unit of work.
-pub fn run_job(model: &VideoLisa, job: &Job, out: &Path, opts: &SegmentOptions) -> JobResult {
+pub fn run_job(model: &VideoLisa, job: &Job, out: &Path, opts: &BatchOptions) -> JobResult {
     let t = Instant::now();
-    let result = prepare(model, job, opts).and_then(|p| run_prepared(model, job, p, out, opts));
+    let result = prepare(model, job, &opts.segment).and_then(|p| run_prepared(model, job, p, out, opts));
     finish_job(job, out, result, t)
 }
 
@@ -316,7 +349,7 @@ pub fn run(
     let bar = crate::progress::bar(jobs.len() as u64, "videos");
     let mut todo = Vec::new();
     for job in jobs {
-        match resumed(job, out)? {
+        match resumed(job, out, &opts.settings)? {
             Some(r) => {
                 summary.add(&r);
                 on_result(&r)?;
@@ -341,7 +374,7 @@ pub fn run(
                 let job: &Job = j;
                 scope.spawn(move || prepare(model, job, &opts.segment))
             });
-            let result = prepared.and_then(|p| run_prepared(model, job, p, out, &opts.segment));
+            let result = prepared.and_then(|p| run_prepared(model, job, p, out, opts));
             let r = finish_job(job, out, result, t);
             summary.add(&r);
             on_result(&r)?;

@@ -3,13 +3,15 @@
 
 use super::{ModelArgs, OutputArgs, PropagationArgs};
 use crate::batch::{
-    check_job, check_jobs, parse_json_line, read_folder, read_manifest, resumed, run, run_job, BatchOptions,
-    BatchSummary, Job, JobDefaults, JobResult, JobStatus, Problem, ResultsLog, RESULTS_FILE,
+    check_job, check_place, duplicate_ids, parse_json_line, read_folder, read_manifest, resumed, run,
+    run_job, BatchOptions, BatchSummary, Job, JobDefaults, JobResult, JobStatus, Problem, ResultsLog,
+    RESULTS_FILE,
 };
 use crate::error::{Error, Result};
 use crate::load::XMemSpec;
+use crate::lock::FolderLock;
 use crate::model::videolisa::VideoLisa;
-use crate::run_manifest::{prepare_resume, RunManifest};
+use crate::run_manifest::{ensure_writable, item_fingerprint, prepare_resume, RunManifest};
 use crate::sampling::Sampling;
 use crate::segment::SegmentOptions;
 use crate::setup::RunSetup;
@@ -47,6 +49,9 @@ pub struct BatchArgs {
     /// Discard results in --out made with other settings and start over.
     #[arg(long)]
     pub fresh: bool,
+    /// Replace folders under --out named like a job that videolisa did not make.
+    #[arg(long)]
+    pub force: bool,
     /// Do not read the next video while the current one runs (to measure what that saves).
     #[arg(long)]
     pub no_prefetch: bool,
@@ -83,6 +88,13 @@ impl FromStr for JobList {
             _ => JobList::Manifest(PathBuf::from(s)),
         })
     }
+}
+
+/// A batch ready to run: the model, how the jobs run, and the output folder held for this run.
+struct Ready {
+    model: VideoLisa,
+    options: BatchOptions,
+    _lock: FolderLock,
 }
 
 impl BatchArgs {
@@ -129,8 +141,24 @@ impl BatchArgs {
     /// Runs the jobs; `on_result` sees each job's result as soon as it is known.
     pub fn execute(&self, on_result: &mut dyn FnMut(&JobResult) -> Result<()>) -> Result<BatchSummary> {
         let xmem = self.propagation.spec(self.model.offline)?;
+        let (sparse, dense) = (self.model.sparse, self.model.dense);
+        Sampling::check(sparse, dense)?;
+        if self.jobs.is_some() && !self.prompts.is_empty() {
+            return Err(Error::Usage(
+                "--prompt goes with --videos: the jobs of a manifest or of stdin give their own prompts"
+                    .into(),
+            ));
+        }
         match &self.jobs {
-            Some(JobList::Stdin) => self.run_stdin(&mut std::io::stdin().lock(), xmem, on_result),
+            Some(JobList::Stdin) => {
+                if let Some(shard) = self.shard {
+                    return Err(Error::Usage(format!(
+                        "--shard {shard} does not apply to jobs on stdin (they are answered as they \
+                         come); give each process its own stream"
+                    )));
+                }
+                self.run_stdin(&mut std::io::stdin().lock(), xmem, on_result)
+            }
             _ => self.run_listed(xmem, on_result),
         }
     }
@@ -145,16 +173,13 @@ impl BatchArgs {
         }
     }
 
-    /// Loads the model (and XMem++ when propagating) after checking the output folder's run
-    /// manifest (so a folder made with other settings is refused before the load); returns the
-    /// model and how the jobs run.
-    fn prepare_and_load(
-        &self,
-        owned: Vec<String>,
-        xmem: Option<XMemSpec>,
-    ) -> Result<(VideoLisa, BatchOptions)> {
+    /// Takes the output folder for this run (refusing a second run on it), checks its run
+    /// manifest (a folder made with other settings is refused before the load), then loads the
+    /// model (and XMem++ when propagating). `owned`: the names this run writes under `--out`.
+    fn prepare_and_load(&self, owned: Vec<String>, xmem: Option<XMemSpec>) -> Result<Ready> {
+        ensure_writable(&self.out)?;
+        let lock = FolderLock::acquire(&self.out, "batch", self.shard.unwrap_or_default())?;
         let (sparse, dense) = (self.model.sparse, self.model.dense);
-        Sampling::check(sparse, dense)?;
         let mut setup = RunSetup::new("batch", &self.model.load_spec(), xmem.as_ref(), sparse, dense)?;
         setup.manifest.entries = owned;
         prepare_resume(&self.out, &setup.manifest, self.fresh, &setup.manifest.entries)?;
@@ -166,17 +191,23 @@ impl BatchArgs {
                 propagate: models.xmem,
                 ..self.model.segment_options()
             },
+            settings: item_fingerprint(&serde_json::json!(setup.manifest.settings)),
         };
-        Ok((models.videolisa, options))
+        Ok(Ready {
+            model: models.videolisa,
+            options,
+            _lock: lock,
+        })
     }
 
-    /// This shard's jobs, and the problems found in them before any model work (rows that are
-    /// not jobs at all are the first shard's to report).
+    /// This shard's jobs, and the problems found in them before any model work: rows that are
+    /// not jobs (the first shard reports those), ids used twice anywhere in the list, and each
+    /// job's own checks.
     fn read_jobs(&self) -> Result<(Vec<Job>, Vec<Problem>)> {
         let defaults = self.defaults();
-        let (jobs, mut problems) = match (&self.jobs, &self.videos) {
+        let (all, mut unparsed) = match (&self.jobs, &self.videos) {
             (Some(JobList::Manifest(p)), _) => read_manifest(p, &defaults)?,
-            (_, Some(dir)) => (read_folder(dir, &self.prompts, &defaults)?, Vec::new()),
+            (_, Some(dir)) => read_folder(dir, &self.prompts, &defaults)?,
             _ => {
                 return Err(Error::Internal(
                     "batch jobs come from a manifest or a folder".into(),
@@ -184,11 +215,18 @@ impl BatchArgs {
             }
         };
         let shard = self.shard.unwrap_or_default();
-        let jobs: Vec<Job> = shard.take(&jobs).into_iter().cloned().collect();
         if shard.index != 0 {
-            problems.clear();
+            unparsed.clear();
         }
-        problems.extend(check_jobs(&jobs));
+        let ids: Vec<&str> = all.iter().map(|j| j.id.as_str()).collect();
+        let jobs: Vec<Job> = shard.take(&all).into_iter().cloned().collect();
+        let mine = |p: &Problem| jobs.iter().any(|j| j.origin == p.origin);
+        let mut problems = unparsed;
+        problems.extend(duplicate_ids(&all).into_iter().filter(mine));
+        for j in &jobs {
+            problems.extend(check_job(j).err());
+            problems.extend(check_place(j, &self.out, self.force, &ids).err());
+        }
         if !problems.is_empty() && !self.skip_invalid {
             let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
             return Err(Error::Usage(format!(
@@ -207,9 +245,10 @@ impl BatchArgs {
         on_result: &mut dyn FnMut(&JobResult) -> Result<()>,
     ) -> Result<BatchSummary> {
         let (jobs, problems) = self.read_jobs()?;
-        let mut owned: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+        let is_bad = |j: &Job| problems.iter().any(|p| p.origin == j.origin);
+        let mut owned: Vec<String> = jobs.iter().filter(|j| !is_bad(j)).map(|j| j.id.clone()).collect();
         owned.push(RESULTS_FILE.into());
-        let (model, options) = self.prepare_and_load(owned, xmem)?;
+        let ready = self.prepare_and_load(owned, xmem)?;
         let mut log = ResultsLog::open(&self.out)?;
         let mut report = |r: &JobResult| -> Result<()> {
             log.append(r)?;
@@ -224,11 +263,8 @@ impl BatchArgs {
             summary.add(&r);
             report(&r)?;
         }
-        let good: Vec<Job> = jobs
-            .into_iter()
-            .filter(|j| !problems.iter().any(|p| p.origin == j.origin))
-            .collect();
-        summary.merge(&run(&model, &good, &self.out, &options, &mut report)?);
+        let good: Vec<Job> = jobs.iter().filter(|j| !is_bad(j)).cloned().collect();
+        summary.merge(&run(&ready.model, &good, &self.out, &ready.options, &mut report)?);
         let whole = self.shard.is_none_or(|s| s.is_whole());
         if summary.failed == 0 && summary.invalid == 0 && whole {
             if let Some(mut m) = RunManifest::read(&self.out)? {
@@ -238,32 +274,52 @@ impl BatchArgs {
         Ok(summary)
     }
 
-    /// Answers JSON jobs from `input`, one result per job, in order, with the model loaded once.
+    /// Answers JSON jobs from `input`, one result per line, in order, with the model loaded
+    /// once; a line that is not a job (or not UTF-8), or whose id an earlier line of this
+    /// stream used, is answered `invalid` and the stream goes on.
     fn run_stdin(
         &self,
         input: &mut dyn BufRead,
         xmem: Option<XMemSpec>,
         on_result: &mut dyn FnMut(&JobResult) -> Result<()>,
     ) -> Result<BatchSummary> {
-        let (model, options) = self.prepare_and_load(vec![RESULTS_FILE.into()], xmem)?;
+        let ready = self.prepare_and_load(vec![RESULTS_FILE.into()], xmem)?;
         let mut log = ResultsLog::open(&self.out)?;
         let mut summary = BatchSummary::default();
         let t0 = std::time::Instant::now();
         let base = std::env::current_dir().map_err(|e| Error::io(".", e))?;
         let defaults = self.defaults();
-        for (k, line) in input.lines().enumerate() {
-            let line = line.map_err(|e| Error::io("stdin", e))?;
-            if line.trim().is_empty() {
-                continue;
+        let mut seen: Vec<(String, String)> = Vec::new();
+        let mut line = Vec::new();
+        for k in 1.. {
+            line.clear();
+            if input
+                .read_until(b'\n', &mut line)
+                .map_err(|e| Error::io("stdin", e))?
+                == 0
+            {
+                break;
             }
-            let r = match parse_json_line(&line, format!("stdin line {}", k + 1), &base, &defaults) {
+            let origin = format!("stdin line {k}");
+            let job = match std::str::from_utf8(&line) {
+                Ok(text) if text.trim().is_empty() => continue,
+                Ok(text) => parse_json_line(text, origin, &base, &defaults),
+                Err(e) => Err(Problem {
+                    origin,
+                    what: format!("not a job: the line is not UTF-8 text ({e})"),
+                }),
+            };
+            let r = match job {
                 Err(p) => unparsed(&p, &self.out),
-                Ok(j) => match check_job(&j) {
-                    Err(p) => JobResult::invalid(&j, &self.out, &p),
-                    Ok(()) => match resumed(&j, &self.out)? {
-                        Some(r) => r,
-                        None => run_job(&model, &j, &self.out, &options.segment),
-                    },
+                Ok(j) => match self.stdin_problem(&j, &seen) {
+                    Some(p) => JobResult::invalid(&j, &self.out, &p),
+                    None => {
+                        seen.push((j.id.clone(), j.origin.clone()));
+                        match resumed(&j, &self.out, &ready.options.settings)? {
+                            Some(r) => r,
+                            None => run_job(&ready.model, &j, &self.out, &ready.options),
+                        }
+                    }
                 },
             };
             summary.add(&r);
@@ -275,6 +331,28 @@ impl BatchArgs {
         }
         summary.seconds = t0.elapsed().as_secs_f64();
         Ok(summary)
+    }
+
+    /// What keeps a stdin job from running: its own checks, its place under `--out`, or an id
+    /// an earlier job of the stream took (`seen`: id and origin).
+    fn stdin_problem(&self, j: &Job, seen: &[(String, String)]) -> Option<Problem> {
+        if let Some((_, first)) = seen.iter().find(|(id, _)| *id == j.id) {
+            return Some(Problem {
+                origin: j.origin.clone(),
+                what: format!(
+                    "id {:?} is also used by {first}; give each job its own `id`",
+                    j.id
+                ),
+            });
+        }
+        let ids: Vec<&str> = seen
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .chain([j.id.as_str()])
+            .collect();
+        check_job(j)
+            .err()
+            .or_else(|| check_place(j, &self.out, self.force, &ids).err())
     }
 }
 

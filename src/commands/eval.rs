@@ -9,8 +9,9 @@ use crate::eval::datasets::{Dataset, DatasetKind};
 use crate::eval::run::{eval, finish, EvalOptions, EvalSummary};
 use crate::eval::score::{score, write_reports, MissingExpression, Protocol, ScoreOptions, ScoreReport};
 use crate::load::XMemSpec;
+use crate::lock::FolderLock;
 use crate::model::videolisa::VideoLisa;
-use crate::run_manifest::{prepare_resume, Resume, RunManifest, MANIFEST_FILE};
+use crate::run_manifest::{ensure_writable, prepare_resume, Resume, RunManifest, MANIFEST_FILE};
 use crate::sampling::Sampling;
 use crate::segment::SegmentOptions;
 use crate::setup::RunSetup;
@@ -113,6 +114,8 @@ impl EvalArgs {
             segment: self.model.segment_options(),
         };
         check_shard(ds, &opts)?;
+        ensure_writable(&self.out)?;
+        let _lock = FolderLock::acquire(&self.out, "eval", opts.shard)?;
         let (sparse, dense) = (self.model.sparse, self.model.dense);
         let mut setup = RunSetup::new("eval", &self.model.load_spec(), xmem.as_ref(), sparse, dense)?;
         let m = &mut setup.manifest;
@@ -238,6 +241,7 @@ pub fn run_merge(ds: &Dataset, out: &Path, protocol: Protocol) -> Result<EvalSum
             out.display()
         ))
     })?;
+    let _lock = FolderLock::acquire(out, "eval --merge", Shard::WHOLE)?;
     let (score, submission) = finish(ds, out, protocol)?;
     manifest.finish(out)?;
     Ok(EvalSummary {

@@ -16,13 +16,22 @@ use crate::segment::SegmentOptions;
 use crate::tokenizer::Template;
 use clap::Args;
 
-/// A count that must be at least 1.
-pub fn positive(s: &str) -> std::result::Result<usize, String> {
+/// A count from 1 to `MAX` (every count option is bounded, so no value can ask for an
+/// allocation the machine cannot make).
+pub fn count<const MAX: usize>(s: &str) -> std::result::Result<usize, String> {
     match s.parse::<usize>() {
-        Ok(n) if n >= 1 => Ok(n),
-        _ => Err(format!("`{s}` is not a whole number of at least 1")),
+        Ok(n) if (1..=MAX).contains(&n) => Ok(n),
+        _ => Err(format!("`{s}` is not a whole number from 1 to {MAX}")),
     }
 }
+
+/// `--sparse` / `--dense`: at most [`crate::sampling::MAX_SPARSE`].
+pub fn frames(s: &str) -> std::result::Result<usize, String> {
+    count::<{ crate::sampling::MAX_SPARSE }>(s)
+}
+
+/// Most frames per SAM image-encoder batch (`--sam-batch`).
+pub const MAX_SAM_BATCH: usize = 256;
 
 /// Where the weights come from and how they run (`segment`, `batch`, `eval`).
 #[derive(Args, Debug, Clone)]
@@ -44,14 +53,14 @@ pub struct ModelArgs {
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
     /// Number of sparse frames (T_sparse).
-    #[arg(long, default_value_t = crate::sampling::DEFAULT_SPARSE, value_parser = positive)]
+    #[arg(long, default_value_t = crate::sampling::DEFAULT_SPARSE, value_parser = frames)]
     pub sparse: usize,
     /// Number of dense frames (T_dense; at most --sparse).
-    #[arg(long, default_value_t = crate::sampling::DEFAULT_DENSE, value_parser = positive)]
+    #[arg(long, default_value_t = crate::sampling::DEFAULT_DENSE, value_parser = frames)]
     pub dense: usize,
     /// Frames per SAM image-encoder batch [default: 1 on the CPU; on CUDA as many as half the
     /// free GPU memory holds, at most 16].
-    #[arg(long, value_parser = positive)]
+    #[arg(long, value_parser = count::<MAX_SAM_BATCH>)]
     pub sam_batch: Option<usize>,
 }
 

@@ -1,7 +1,7 @@
 //! `videolisa probe`: what a video is (frames, size, fps, codec), which frames VideoLISA
 //! samples from it, optionally the decode speed and the model input tensors of chosen frames.
 
-use super::{positive, print_json};
+use super::{frames, print_json};
 use crate::error::{Error, Result};
 use crate::output::write_atomic;
 use crate::preprocess::{ClipTransform, Planar, SamTransform};
@@ -86,10 +86,10 @@ pub struct ProbeOptions {
     #[arg(long, default_value = "dense", requires = "dump")]
     pub frames: FrameSelection,
     /// Number of sparse frames (T_sparse).
-    #[arg(long, default_value_t = crate::sampling::DEFAULT_SPARSE, value_parser = positive)]
+    #[arg(long, default_value_t = crate::sampling::DEFAULT_SPARSE, value_parser = frames)]
     pub sparse: usize,
     /// Number of dense frames (T_dense; at most --sparse).
-    #[arg(long, default_value_t = crate::sampling::DEFAULT_DENSE, value_parser = positive)]
+    #[arg(long, default_value_t = crate::sampling::DEFAULT_DENSE, value_parser = frames)]
     pub dense: usize,
 }
 

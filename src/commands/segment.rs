@@ -4,10 +4,12 @@
 
 use super::{print_json, ModelArgs, OutputArgs, PropagationArgs};
 use crate::error::{Error, Result};
-use crate::run_manifest::{ensure_writable, prepare_replace, RunManifest, MANIFEST_FILE};
+use crate::lock::FolderLock;
+use crate::run_manifest::{ensure_writable, entry_holding, prepare_replace, RunManifest, MANIFEST_FILE};
 use crate::sampling::Sampling;
 use crate::segment::{segment, PromptSpec, SegmentOptions, SegmentSummary};
 use crate::setup::RunSetup;
+use crate::shard::Shard;
 use crate::tokenizer::check_instruction;
 use crate::video::Video;
 use clap::Args;
@@ -85,9 +87,11 @@ impl SegmentArgs {
         Sampling::check(sparse, dense)?;
         let video = Video::open(&self.video)?;
         check_output_folder(&self.out, self.force)?;
+        let _lock = FolderLock::acquire(&self.out, "segment", Shard::WHOLE)?;
         let mut setup = RunSetup::new("segment", &self.model.load_spec(), xmem.as_ref(), sparse, dense)?;
-        let models = setup.load()?;
         self.describe(&mut setup.manifest, &prompts);
+        self.check_input_is_kept(&setup.manifest)?;
+        let models = setup.load()?;
         prepare_replace(&self.out, &mut setup.manifest, self.force)?;
         let opts = SegmentOptions {
             formats: self.output.formats(video.info().fps),
@@ -98,6 +102,24 @@ impl SegmentArgs {
         let summary = segment(&models.videolisa, &video, &prompts, Some(&self.out), &opts)?.summary;
         setup.manifest.finish(&self.out)?;
         Ok(summary)
+    }
+
+    /// Refuses an input inside what this run replaces in `--out` (its own entries, and those of
+    /// the earlier run it replaces).
+    fn check_input_is_kept(&self, manifest: &RunManifest) -> Result<()> {
+        let earlier = RunManifest::read(&self.out)?
+            .map(|m| m.entries)
+            .unwrap_or_default();
+        let entries = manifest.entries.iter().chain(&earlier).map(String::as_str);
+        match entry_holding(&self.video, &self.out, entries) {
+            Some(entry) => Err(Error::Usage(format!(
+                "{}: the video lies inside {}, which this run replaces; move it out of --out or \
+                 choose another --out",
+                self.video.display(),
+                entry.display()
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The prompts, each non-empty and free of the special tokens the template places.
@@ -149,7 +171,7 @@ fn check_output_folder(out: &Path, force: bool) -> Result<()> {
                 .map_err(|e| Error::io(out, e))?
                 .filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .find(|n| n != MANIFEST_FILE);
+                .find(|n| n != MANIFEST_FILE && !crate::lock::is_lock_file(n));
             match foreign {
                 None => Ok(()),
                 Some(name) => Err(Error::Usage(format!(

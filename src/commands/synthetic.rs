@@ -1,6 +1,7 @@
 //! `videolisa synthetic`: a small dataset in a benchmark's layout, with known masks, for
 //! trying `eval` and `score` without downloading a benchmark.
 
+use super::count;
 use crate::error::Result;
 use crate::eval::datasets::DatasetKind;
 use crate::eval::synthetic::{write, SyntheticSpec};
@@ -16,11 +17,11 @@ pub struct SyntheticArgs {
     /// Where to write it.
     #[arg(long)]
     pub out: PathBuf,
-    /// Videos.
-    #[arg(long, default_value_t = 3)]
+    /// Videos (at most 10000).
+    #[arg(long, default_value_t = 3, value_parser = count::<10_000>)]
     pub videos: usize,
-    /// Frames per video.
-    #[arg(long, default_value_t = 6)]
+    /// Frames per video (at most 10000).
+    #[arg(long, default_value_t = 6, value_parser = count::<10_000>)]
     pub frames: usize,
 }
 

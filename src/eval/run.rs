@@ -7,7 +7,9 @@ use super::score::{score, write_reports, Protocol, ScoreOptions, ScoreReport};
 use crate::error::{Error, Result};
 use crate::model::videolisa::VideoLisa;
 use crate::output::{write_atomic, OutputFormats};
-use crate::run_manifest::{clear_item, item_fingerprint, item_state, mark_done, ItemState};
+use crate::run_manifest::{
+    clear_item, input_fingerprint, item_fingerprint, item_state, mark_done, settings_fingerprint, ItemState,
+};
 use crate::segment::{segment, PromptSpec, SegmentOptions};
 use crate::shard::Shard;
 use crate::video::Video;
@@ -15,18 +17,21 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// What defines an expression's predictions (stored in its done marker, so an edited dataset
-/// is never taken as finished).
-fn expression_fingerprint(v: &VideoEntry, e: &Expression) -> String {
+/// What defines an expression's predictions (stored in its done marker, so an edited dataset,
+/// a frame changed in place, or other run settings are never taken as finished).
+fn expression_fingerprint(v: &VideoEntry, e: &Expression, settings: &str) -> String {
+    let frames: Vec<&Path> = v.frame_paths.iter().map(PathBuf::as_path).collect();
     item_fingerprint(&serde_json::json!({
         "video": v.name, "frames": v.frames, "text": e.text, "template": e.template,
+        "input": input_fingerprint(&frames), "settings": settings,
     }))
 }
 
-/// Whether an expression's predictions are complete for the dataset as it is now.
-pub fn is_done(out: &Path, v: &VideoEntry, e: &Expression) -> bool {
+/// Whether an expression's predictions are complete for the dataset as it is now and the run
+/// settings `settings` ([`settings_fingerprint`] of the output folder).
+pub fn is_done(out: &Path, v: &VideoEntry, e: &Expression, settings: &str) -> bool {
     matches!(
-        item_state(&out.join(&e.out_dir), &expression_fingerprint(v, e)),
+        item_state(&out.join(&e.out_dir), &expression_fingerprint(v, e, settings)),
         ItemState::Done(_)
     )
 }
@@ -70,8 +75,18 @@ pub fn has_ground_truth(ds: &Dataset) -> bool {
         .any(|e| !matches!(e.gt, super::datasets::GroundTruth::None))
 }
 
-fn run_video(model: &VideoLisa, v: &VideoEntry, out: &Path, opts: &SegmentOptions) -> Result<(usize, usize)> {
-    let todo: Vec<_> = v.expressions.iter().filter(|e| !is_done(out, v, e)).collect();
+fn run_video(
+    model: &VideoLisa,
+    v: &VideoEntry,
+    out: &Path,
+    opts: &SegmentOptions,
+    settings: &str,
+) -> Result<(usize, usize)> {
+    let todo: Vec<_> = v
+        .expressions
+        .iter()
+        .filter(|e| !is_done(out, v, e, settings))
+        .collect();
     let resumed = v.expressions.len() - todo.len();
     if todo.is_empty() {
         return Ok((0, resumed));
@@ -101,7 +116,11 @@ fn run_video(model: &VideoLisa, v: &VideoEntry, out: &Path, opts: &SegmentOption
     )?;
     for (e, p) in todo.iter().zip(&r.summary.prompts) {
         let record = serde_json::json!({"frames": r.summary.frames, "foreground": p.foreground});
-        mark_done(&out.join(&e.out_dir), &expression_fingerprint(v, e), &record)?;
+        mark_done(
+            &out.join(&e.out_dir),
+            &expression_fingerprint(v, e, settings),
+            &record,
+        )?;
     }
     Ok((todo.len(), resumed))
 }
@@ -110,6 +129,7 @@ fn run_video(model: &VideoLisa, v: &VideoEntry, out: &Path, opts: &SegmentOption
 pub fn eval(model: &VideoLisa, ds: &Dataset, out: &Path, opts: &EvalOptions) -> Result<EvalSummary> {
     let t0 = Instant::now();
     let videos = ds.shard(opts.shard);
+    let settings = settings_fingerprint(out)?;
     let mut seg = opts.segment.clone();
     seg.formats = OutputFormats {
         mask_value: 255,
@@ -118,7 +138,7 @@ pub fn eval(model: &VideoLisa, ds: &Dataset, out: &Path, opts: &EvalOptions) -> 
     let bar = crate::progress::bar(videos.len() as u64, "videos");
     let (mut ran, mut resumed) = (0, 0);
     for v in &videos {
-        let (r, s) = run_video(model, v, out, &seg)?;
+        let (r, s) = run_video(model, v, out, &seg, &settings)?;
         ran += r;
         resumed += s;
         bar.inc(1);
@@ -146,11 +166,12 @@ pub fn finish(
     out: &Path,
     protocol: Protocol,
 ) -> Result<(Option<ScoreReport>, Option<PathBuf>)> {
+    let settings = settings_fingerprint(out)?;
     let missing: Vec<String> = ds
         .videos
         .iter()
         .flat_map(|v| v.expressions.iter().map(move |e| (v, e)))
-        .filter(|(v, e)| !is_done(out, v, e))
+        .filter(|(v, e)| !is_done(out, v, e, &settings))
         .map(|(_, e)| e.out_dir.clone())
         .take(5)
         .collect();

@@ -46,11 +46,39 @@ fn trim_zeros(d: &[u8]) -> &[u8] {
     &d[k.min(d.len().saturating_sub(1))..]
 }
 
-fn is_frame_file(p: &Path) -> bool {
-    p.is_file()
+/// Whether a folder entry is named like a frame: a frame extension, and not hidden (macOS
+/// leaves AppleDouble `._<name>.jpg` metadata beside copied frames).
+fn is_frame_name(p: &Path) -> bool {
+    let hidden = p
+        .file_name()
+        .is_some_and(|n| n.as_encoded_bytes().starts_with(b"."));
+    !hidden
         && p.extension()
             .and_then(|e| e.to_str())
             .is_some_and(|e| FRAME_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
+/// Refuses a frame-named entry that cannot be a frame: a name that is not UTF-8 (its mask
+/// could not bear the same name), a link to nothing, something other than a file.
+fn check_frame_entry(p: &Path) -> Result<()> {
+    if p.file_name().and_then(|n| n.to_str()).is_none() {
+        return Err(Error::Usage(format!(
+            "{}: the frame's name is not UTF-8, so its mask cannot be named after it; rename it",
+            p.display()
+        )));
+    }
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(Error::Usage(format!(
+            "{}: named like a frame but not a file",
+            p.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Usage(format!(
+            "{}: a link to a file that does not exist",
+            p.display()
+        ))),
+        Err(e) => Err(Error::input(p, e)),
+    }
 }
 
 fn stem(p: &Path) -> String {
@@ -70,11 +98,12 @@ fn header(path: &Path, index: usize) -> Result<StillHeader> {
 
 /// Lists and checks a folder of frames (headers only): natural order, one size for all.
 pub(crate) fn open_folder(dir: &Path) -> Result<(VideoInfo, Vec<PathBuf>)> {
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::input(dir, e))?;
     let mut paths = Vec::new();
     for entry in entries {
         let p = entry.map_err(|e| Error::io(dir, e))?.path();
-        if is_frame_file(&p) {
+        if is_frame_name(&p) {
+            check_frame_entry(&p)?;
             paths.push(p);
         }
     }

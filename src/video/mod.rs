@@ -134,6 +134,13 @@ impl Video {
                 backend: Backend::Files(paths),
             });
         }
+        if !meta.is_file() {
+            // a FIFO or device would block or never end when read as a file
+            return Err(Error::NotAVideo {
+                path: path.to_path_buf(),
+                reason: "not a regular file (a FIFO, socket or device)".into(),
+            });
+        }
         match container::sniff(path)? {
             container::Sniffed::Image => {
                 let info = files::open_image(path)?;
