@@ -38,6 +38,30 @@ impl Drop for FolderLock {
     }
 }
 
+/// A short exclusive hold on a folder's run manifest, waited for: runs (shards) starting
+/// together on one folder read, compare and write its manifest one after another, so none sees
+/// another's half-made state.
+#[derive(Debug)]
+pub struct ManifestGuard {
+    _file: File,
+}
+
+impl ManifestGuard {
+    /// Waits until no other run is preparing `dir`'s manifest, then holds it.
+    pub fn wait(dir: &Path) -> Result<Self> {
+        let path = dir.join(format!("{LOCK_FILE}-manifest"));
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::input(&path, e))?;
+        f.lock().map_err(|e| Error::io(&path, e))?;
+        Ok(ManifestGuard { _file: f })
+    }
+}
+
 /// How a lock file is taken.
 #[derive(Clone, Copy)]
 enum Mode {

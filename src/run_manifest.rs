@@ -4,6 +4,7 @@
 //! earlier run is replaced without leaving stale files; a run that did not finish is marked so.
 
 use crate::error::{Error, Result};
+use crate::lock::ManifestGuard;
 use crate::model::videolisa::{LoadOptions, ModelPaths};
 use crate::output::write_atomic;
 use serde::{Deserialize, Serialize};
@@ -418,6 +419,7 @@ pub enum Replaced {
 /// Writes `manifest` (status running) on success.
 pub fn prepare_replace(dir: &Path, manifest: &mut RunManifest, force: bool) -> Result<Replaced> {
     ensure_writable(dir)?;
+    let _guard = ManifestGuard::wait(dir)?;
     let previous = RunManifest::read(dir)?;
     let replaced = match previous {
         Some(prev) if prev.command == manifest.command => {
@@ -466,12 +468,9 @@ pub enum Resume {
 /// differences) unless `fresh`, which removes `owned` (the names such a run writes) first.
 pub fn prepare_resume(dir: &Path, manifest: &RunManifest, fresh: bool, owned: &[String]) -> Result<Resume> {
     ensure_writable(dir)?;
-    let previous = match RunManifest::read(dir)? {
-        Some(p) => Some(p),
-        // another shard may be writing it right now: look once more after listing
-        None if !list(dir)?.is_empty() => RunManifest::read(dir)?,
-        None => None,
-    };
+    // shards starting together: one at a time reads, compares and writes the manifest
+    let _guard = ManifestGuard::wait(dir)?;
+    let previous = RunManifest::read(dir)?;
     let start = |removed: Resume| -> Result<Resume> {
         manifest.write(dir)?;
         Ok(removed)

@@ -46,8 +46,7 @@ impl Default for Shard {
 
 impl Shard {
     /// The shard a scheduler gave this process, from its environment (`var` reads a
-    /// variable): a Slurm job array task (`SLURM_ARRAY_TASK_ID` counted from
-    /// `SLURM_ARRAY_TASK_MIN`, of `SLURM_ARRAY_TASK_COUNT`), or a Kubernetes Indexed Job
+    /// variable): a Slurm job array task (see `slurm_task`), or a Kubernetes Indexed Job
     /// (`JOB_COMPLETION_INDEX`, of `VIDEOLISA_SHARD_COUNT`, which the Job spec sets to its
     /// `completions`).
     pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
@@ -61,15 +60,7 @@ impl Shard {
                 .transpose()
         };
         let (index, count) = if let Some(id) = num("SLURM_ARRAY_TASK_ID")? {
-            let count = num("SLURM_ARRAY_TASK_COUNT")?.ok_or(
-                "SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not (Slurm ≥ 18.08 sets both)",
-            )?;
-            let min = num("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
-            (
-                id.checked_sub(min)
-                    .ok_or("SLURM_ARRAY_TASK_ID is below SLURM_ARRAY_TASK_MIN")?,
-                count,
-            )
+            slurm_task(id, &num)?
         } else if let Some(index) = num("JOB_COMPLETION_INDEX")? {
             let count = num("VIDEOLISA_SHARD_COUNT")?.ok_or(
                 "JOB_COMPLETION_INDEX is set: also set VIDEOLISA_SHARD_COUNT to the Job's completions",
@@ -91,6 +82,25 @@ impl Shard {
         }
         Ok(Shard { index, count })
     }
+}
+
+/// A Slurm array task's shard: task `id` counted from `SLURM_ARRAY_TASK_MIN` of
+/// `SLURM_ARRAY_TASK_COUNT`, or task `id` of `VIDEOLISA_SHARD_COUNT` when that is set (a
+/// resubmitted subset of tasks, `--array=2`, says the split's size itself).
+fn slurm_task(
+    id: usize,
+    num: &dyn Fn(&str) -> Result<Option<usize>, String>,
+) -> Result<(usize, usize), String> {
+    if let Some(count) = num("VIDEOLISA_SHARD_COUNT")? {
+        return Ok((id, count));
+    }
+    let count = num("SLURM_ARRAY_TASK_COUNT")?
+        .ok_or("SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not (Slurm ≥ 18.08 sets both)")?;
+    let min = num("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
+    let index = id
+        .checked_sub(min)
+        .ok_or("SLURM_ARRAY_TASK_ID is below SLURM_ARRAY_TASK_MIN")?;
+    Ok((index, count))
 }
 
 impl FromStr for Shard {
@@ -147,6 +157,13 @@ mod tests {
             ("SLURM_ARRAY_TASK_MIN", "1"),
         ]);
         assert_eq!(Shard::from_env(from_one), Ok(Shard { index: 3, count: 4 }));
+        let resubmitted = env(&[
+            ("SLURM_ARRAY_TASK_ID", "2"),
+            ("SLURM_ARRAY_TASK_COUNT", "1"),
+            ("SLURM_ARRAY_TASK_MIN", "2"),
+            ("VIDEOLISA_SHARD_COUNT", "4"),
+        ]);
+        assert_eq!(Shard::from_env(resubmitted), Ok(Shard { index: 2, count: 4 }));
         let k8s = env(&[("JOB_COMPLETION_INDEX", "0"), ("VIDEOLISA_SHARD_COUNT", "3")]);
         assert_eq!(Shard::from_env(k8s), Ok(Shard { index: 0, count: 3 }));
         assert!(Shard::from_env(env(&[("JOB_COMPLETION_INDEX", "0")]))

@@ -564,3 +564,33 @@ fn bad_paths_are_bad_input_named_before_any_model_work() {
         assert!(t.elapsed() < Duration::from_secs(10), "{args:?}: checked late");
     }
 }
+
+#[test]
+fn merge_reports_what_a_shard_did_not_finish() {
+    let work = tempfile::tempdir().unwrap();
+    let videos = image_videos(work.path(), 3);
+    let out = work.path().join("out");
+    let args = |extra: &[&str]| {
+        let mut a = vec!["--videos", s(&videos), "-p", "x", "--out", s(&out), "--json"];
+        a.extend(extra);
+        a.iter().map(|x| x.to_string()).collect::<Vec<_>>()
+    };
+    let run = |extra: &[&str]| {
+        let a = args(extra);
+        batch(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    assert!(run(&["--shard", "0/2"]).status.success());
+    let o = run(&["--merge"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(job_statuses(&o), ["resumed", "failed", "resumed"], "{}", text(&o));
+    assert!(text(&o).contains("not done"), "{}", text(&o));
+    let manifest = || -> Value {
+        serde_json::from_slice(&std::fs::read(out.join("videolisa-run.json")).unwrap()).unwrap()
+    };
+    assert_eq!(manifest()["status"], "running");
+    assert!(run(&["--shard", "1/2"]).status.success());
+    let o = run(&["--merge"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(job_statuses(&o), ["resumed", "resumed", "resumed"]);
+    assert_eq!(manifest()["status"], "complete");
+}

@@ -293,21 +293,38 @@ fn run_prepared(
     Ok(r)
 }
 
-/// The result of a job finished earlier, if it is (same fingerprint); otherwise its folder is
-/// cleared for a fresh run.
-pub fn resumed(job: &Job, out: &Path, settings: &str) -> Result<Option<JobResult>> {
-    let dir = out.join(&job.id);
-    match item_state(&dir, &job_fingerprint(job, settings)) {
+/// The result of a job finished earlier for exactly this job and these settings, if it is;
+/// nothing is changed on disk.
+pub fn finished(job: &Job, out: &Path, settings: &str) -> Option<JobResult> {
+    match item_state(&out.join(&job.id), &job_fingerprint(job, settings)) {
         ItemState::Done(record) => {
             let mut r: JobResult = JobResult::new(job, out, JobStatus::Resumed);
             r.frames = record["frames"].as_u64().unwrap_or(0) as usize;
             r.foreground = serde_json::from_value(record["foreground"].clone()).unwrap_or_default();
-            Ok(Some(r))
+            Some(r)
         }
-        ItemState::Missing | ItemState::Stale => {
-            clear_item(&dir)?;
-            Ok(None)
-        }
+        ItemState::Missing | ItemState::Stale => None,
+    }
+}
+
+/// The result of a job finished earlier (see [`finished`]); otherwise its folder is cleared for
+/// a fresh run.
+pub fn resumed(job: &Job, out: &Path, settings: &str) -> Result<Option<JobResult>> {
+    match finished(job, out, settings) {
+        Some(r) => Ok(Some(r)),
+        None => clear_item(&out.join(&job.id)).map(|()| None),
+    }
+}
+
+/// The result line of a job its run did not finish (`--merge`).
+pub fn unfinished(job: &Job, out: &Path) -> JobResult {
+    JobResult {
+        error: Some(
+            "not done: the run (or shard) that had this job did not finish it; see its log, and run \
+             that shard again"
+                .into(),
+        ),
+        ..JobResult::new(job, out, JobStatus::Failed)
     }
 }
 

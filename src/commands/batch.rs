@@ -3,15 +3,15 @@
 
 use super::{ModelArgs, OutputArgs, PropagationArgs};
 use crate::batch::{
-    check_job, check_place, duplicate_ids, parse_json_line, read_folder, read_manifest, resumed, run,
-    run_job, BatchOptions, BatchSummary, Job, JobDefaults, JobResult, JobStatus, Problem, ResultsLog,
-    RESULTS_FILE,
+    check_job, check_place, duplicate_ids, finished, parse_json_line, read_folder, read_manifest, resumed,
+    run, run_job, unfinished, BatchOptions, BatchSummary, Job, JobDefaults, JobResult, JobStatus, Problem,
+    ResultsLog, RESULTS_FILE,
 };
 use crate::error::{Error, Result};
 use crate::load::XMemSpec;
 use crate::lock::FolderLock;
 use crate::model::videolisa::VideoLisa;
-use crate::run_manifest::{ensure_writable, item_fingerprint, prepare_resume, RunManifest};
+use crate::run_manifest::{ensure_writable, item_fingerprint, prepare_resume, RunManifest, MANIFEST_FILE};
 use crate::sampling::Sampling;
 use crate::segment::SegmentOptions;
 use crate::setup::RunSetup;
@@ -52,6 +52,11 @@ pub struct BatchArgs {
     /// Replace folders under --out named like a job that videolisa did not make.
     #[arg(long)]
     pub force: bool,
+    /// Do not run the model: check that the shards finished every job, report those they did
+    /// not (exit 1), and mark the folder's run complete when all are done (the shards' other
+    /// options may be given; they are not used).
+    #[arg(long, conflicts_with_all = ["fresh", "shard", "force"])]
+    pub merge: bool,
     /// Do not read the next video while the current one runs (to measure what that saves).
     #[arg(long)]
     pub no_prefetch: bool,
@@ -150,6 +155,7 @@ impl BatchArgs {
             ));
         }
         match &self.jobs {
+            _ if self.merge => self.run_merge(on_result),
             Some(JobList::Stdin) => {
                 if let Some(shard) = self.shard {
                     return Err(Error::Usage(format!(
@@ -270,6 +276,40 @@ impl BatchArgs {
             if let Some(mut m) = RunManifest::read(&self.out)? {
                 m.finish(&self.out)?;
             }
+        }
+        Ok(summary)
+    }
+
+    /// `--merge`: every job of the list is done (for the settings in the folder's run manifest)
+    /// or reported; no model is loaded.
+    fn run_merge(&self, on_result: &mut dyn FnMut(&JobResult) -> Result<()>) -> Result<BatchSummary> {
+        if self.jobs == Some(JobList::Stdin) {
+            return Err(Error::Usage(
+                "--merge checks a job list: give the manifest or --videos the shards ran".into(),
+            ));
+        }
+        let t0 = std::time::Instant::now();
+        let mut manifest = RunManifest::read(&self.out)?.ok_or_else(|| {
+            Error::Usage(format!(
+                "{}: no {MANIFEST_FILE}: not the output folder of a videolisa batch run",
+                self.out.display()
+            ))
+        })?;
+        let _lock = FolderLock::acquire(&self.out, "batch --merge", Shard::WHOLE)?;
+        let settings = item_fingerprint(&serde_json::json!(manifest.settings));
+        let (jobs, problems) = self.read_jobs()?;
+        let mut summary = BatchSummary::default();
+        for j in &jobs {
+            let r = match problems.iter().find(|p| p.origin == j.origin) {
+                Some(p) => JobResult::invalid(j, &self.out, p),
+                None => finished(j, &self.out, &settings).unwrap_or_else(|| unfinished(j, &self.out)),
+            };
+            summary.add(&r);
+            on_result(&r)?;
+        }
+        summary.seconds = t0.elapsed().as_secs_f64();
+        if summary.failed == 0 && summary.invalid == 0 {
+            manifest.finish(&self.out)?;
         }
         Ok(summary)
     }

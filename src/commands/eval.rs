@@ -53,8 +53,9 @@ pub struct EvalArgs {
     /// Run only shard i of n (`--shard 3/8`): every n-th video.
     #[arg(long)]
     pub shard: Option<Shard>,
-    /// Do not run the model: combine the finished shards under --out and score them.
-    #[arg(long, conflicts_with_all = ["fresh", "propagate"])]
+    /// Do not run the model: combine the finished shards under --out and score them (the
+    /// shards' other options may be given; they are not used).
+    #[arg(long, conflicts_with_all = ["fresh", "shard"])]
     pub merge: bool,
     /// Discard results in --out made with other settings (or without a run manifest) and
     /// start over; without it such a folder is refused and matching results are resumed.
