@@ -4,8 +4,8 @@
 //! This crate is the library; the `videolisa` binary is a thin command line on top of it.
 //!
 //! Modules import downwards only (checked by `tests/architecture.rs`):
-//! 1. [`error`], then [`device`], [`names`], [`shard`], [`lock`], [`progress`], [`output`], then
-//!    [`json`];
+//! 1. [`error`], then [`device`], [`names`], [`shard`], [`progress`], [`output`], then [`lock`],
+//!    then [`json`];
 //! 2. inputs and tensors: [`video`], [`sampling`], [`preprocess`], [`tokenizer`], [`weights`],
 //!    [`hub`], [`demo`];
 //! 3. the networks: [`model`];

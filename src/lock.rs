@@ -40,26 +40,52 @@ impl Drop for FolderLock {
 
 /// A short exclusive hold on a folder's run manifest, waited for: runs (shards) starting
 /// together on one folder read, compare and write its manifest one after another, so none sees
-/// another's half-made state.
+/// another's half-made state. The file goes when the hold ends.
 #[derive(Debug)]
 pub struct ManifestGuard {
-    _file: File,
+    file: Option<File>,
+    path: PathBuf,
 }
 
 impl ManifestGuard {
     /// Waits until no other run is preparing `dir`'s manifest, then holds it.
     pub fn wait(dir: &Path) -> Result<Self> {
         let path = dir.join(format!("{LOCK_FILE}-manifest"));
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| Error::input(&path, e))?;
-        f.lock().map_err(|e| Error::io(&path, e))?;
-        Ok(ManifestGuard { _file: f })
+        loop {
+            let f = open(&path)?;
+            f.lock().map_err(|e| Error::io(&path, e))?;
+            if is_at(&f, &path)? {
+                return Ok(ManifestGuard { file: Some(f), path });
+            }
+        }
     }
+}
+
+impl Drop for ManifestGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        self.file = None;
+    }
+}
+
+/// Opens (creating) a lock file.
+fn open(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| Error::input(path, e))
+}
+
+/// Whether the locked file `f` is still the one at `path`: its holder may have removed it (and
+/// another run made a new one) while this run waited.
+fn is_at(f: &File, path: &Path) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let here = std::fs::metadata(path).ok();
+    let locked = f.metadata().map_err(|e| Error::io(path, e))?;
+    Ok(here.is_some_and(|m| (m.dev(), m.ino()) == (locked.dev(), locked.ino())))
 }
 
 /// How a lock file is taken.
@@ -110,28 +136,17 @@ impl FolderLock {
 /// it is locked in vain: the lock must be on the file that is at `path` now, so that run
 /// tries again.
 fn take(dir: &Path, path: &Path, mode: Mode) -> Result<File> {
-    use std::os::unix::fs::MetadataExt;
     for _ in 0..16 {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| Error::input(path, e))?;
+        let f = open(path)?;
         let taken = match mode {
             Mode::Exclusive => f.try_lock(),
             Mode::Shared => f.try_lock_shared(),
         };
         match taken {
+            Ok(()) if is_at(&f, path)? => return Ok(f),
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => return Err(busy(dir)),
             Err(TryLockError::Error(e)) => return Err(Error::io(path, e)),
-        }
-        let here = std::fs::metadata(path).ok();
-        let locked = f.metadata().map_err(|e| Error::io(path, e))?;
-        if here.is_some_and(|m| (m.dev(), m.ino()) == (locked.dev(), locked.ino())) {
-            return Ok(f);
         }
     }
     Err(busy(dir))
@@ -226,5 +241,7 @@ mod tests {
         );
         FolderLock::acquire(d, "eval", Shard::WHOLE).unwrap();
         assert!(is_lock_file(".videolisa-lock-0-of-2") && !is_lock_file("results.jsonl"));
+        drop(ManifestGuard::wait(d).unwrap());
+        assert!(!d.join(".videolisa-lock-manifest").exists());
     }
 }

@@ -209,7 +209,7 @@ pub fn ensure_writable(dir: &Path) -> Result<()> {
     // the output folder is the user's choice: any reason it cannot be one is bad input
     let unusable = |e: std::io::Error| match Error::input(dir, e) {
         Error::NotFound { .. } => Error::Usage(format!(
-            "{}: the output folder cannot be created here",
+            "{}: this folder cannot be created here",
             dir.display()
         )),
         e => e,
@@ -218,6 +218,21 @@ pub fn ensure_writable(dir: &Path) -> Result<()> {
     let probe = dir.join(format!(".videolisa-write-test-{}", std::process::id()));
     std::fs::write(&probe, b"").map_err(unusable)?;
     std::fs::remove_file(&probe).map_err(|e| Error::io(&probe, e))
+}
+
+/// [`ensure_writable`] for a folder that is written later (a dump): proves it can be made and
+/// written now, then removes again the folders it had to create, so nothing is left if the run
+/// stops before writing there.
+pub fn check_writable(dir: &Path) -> Result<()> {
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+        .collect();
+    let checked = ensure_writable(dir);
+    for d in missing {
+        let _ = std::fs::remove_dir(d);
+    }
+    checked
 }
 
 /// Name of the marker that says an item's outputs (one eval expression, one batch job) are all
@@ -419,7 +434,6 @@ pub enum Replaced {
 /// Writes `manifest` (status running) on success.
 pub fn prepare_replace(dir: &Path, manifest: &mut RunManifest, force: bool) -> Result<Replaced> {
     ensure_writable(dir)?;
-    let _guard = ManifestGuard::wait(dir)?;
     let previous = RunManifest::read(dir)?;
     let replaced = match previous {
         Some(prev) if prev.command == manifest.command => {

@@ -551,6 +551,15 @@ fn bad_paths_are_bad_input_named_before_any_model_work() {
         (vec![s(&videos), "--out", s(&o2)], &videos),
         (vec![s(&not_utf8), "--out", s(&o3)], &not_utf8),
     ];
+    // the other subcommands' output folders too
+    let img = repo("examples/demo/frames/00000.jpg");
+    for args in [
+        vec!["probe", s(&img), "--dump", s(proc_out)],
+        vec!["synthetic", "--dataset", "mevis", "--out", s(&file)],
+    ] {
+        let o = videolisa(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+    }
     for (args, named) in cases {
         let t = Instant::now();
         let o = batch(&args);

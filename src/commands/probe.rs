@@ -136,6 +136,7 @@ pub fn probe(input: &Path, opts: &ProbeOptions) -> Result<ProbeReport> {
     };
     let mut dumped = Vec::new();
     if let Some(dir) = &opts.dump {
+        crate::run_manifest::check_writable(dir)?;
         let frames: Vec<usize> = match &opts.frames {
             FrameSelection::Dense => sampling.dense_frames(),
             FrameSelection::Sparse => sampling.sparse.clone(),

@@ -5,7 +5,9 @@
 use super::{print_json, ModelArgs, OutputArgs, PropagationArgs};
 use crate::error::{Error, Result};
 use crate::lock::FolderLock;
-use crate::run_manifest::{ensure_writable, entry_holding, prepare_replace, RunManifest, MANIFEST_FILE};
+use crate::run_manifest::{
+    check_writable, ensure_writable, entry_holding, prepare_replace, RunManifest, MANIFEST_FILE,
+};
 use crate::sampling::Sampling;
 use crate::segment::{segment, PromptSpec, SegmentOptions, SegmentSummary};
 use crate::setup::RunSetup;
@@ -87,6 +89,9 @@ impl SegmentArgs {
         Sampling::check(sparse, dense)?;
         let video = Video::open(&self.video)?;
         check_output_folder(&self.out, self.force)?;
+        if let Some(dump) = &self.dump {
+            check_writable(dump)?;
+        }
         let _lock = FolderLock::acquire(&self.out, "segment", Shard::WHOLE)?;
         let mut setup = RunSetup::new("segment", &self.model.load_spec(), xmem.as_ref(), sparse, dense)?;
         self.describe(&mut setup.manifest, &prompts);

@@ -33,6 +33,7 @@ impl SyntheticArgs {
             frames: self.frames,
             ..Default::default()
         };
+        crate::run_manifest::ensure_writable(&self.out)?;
         let split = write(self.dataset, &self.out, &spec)?;
         println!("wrote {} (split `{split}`)", self.out.display());
         Ok(())
