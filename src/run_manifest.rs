@@ -208,10 +208,9 @@ pub fn model_settings(
 pub fn ensure_writable(dir: &Path) -> Result<()> {
     // the output folder is the user's choice: any reason it cannot be one is bad input
     let unusable = |e: std::io::Error| match Error::input(dir, e) {
-        Error::NotFound { .. } => Error::Usage(format!(
-            "{}: this folder cannot be created here",
-            dir.display()
-        )),
+        Error::NotFound { .. } => {
+            Error::Usage(format!("{}: this folder cannot be created here", dir.display()))
+        }
         e => e,
     };
     std::fs::create_dir_all(dir).map_err(unusable)?;
