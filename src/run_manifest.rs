@@ -99,6 +99,11 @@ impl RunManifest {
         self.write(dir)
     }
 
+    /// A short hash of the settings, which every done marker of the run carries.
+    pub fn settings_fingerprint(&self) -> String {
+        item_fingerprint(&serde_json::json!(self.settings))
+    }
+
     /// What differs between this run and `previous` (empty when it may resume it), one line each.
     pub fn differences(&self, previous: &RunManifest) -> Vec<String> {
         let mut out = Vec::new();
@@ -304,7 +309,7 @@ pub fn input_fingerprint(paths: &[&Path]) -> serde_json::Value {
 /// replaced the manifest meanwhile.
 pub fn settings_fingerprint(dir: &Path) -> Result<String> {
     Ok(RunManifest::read(dir)?
-        .map(|m| item_fingerprint(&serde_json::json!(m.settings)))
+        .map(|m| m.settings_fingerprint())
         .unwrap_or_default())
 }
 
@@ -316,10 +321,12 @@ pub fn entry_holding<'a>(
     entries: impl IntoIterator<Item = &'a str>,
 ) -> Option<PathBuf> {
     let (input, dir) = (input.canonicalize().ok()?, dir.canonicalize().ok()?);
+    // entries are names directly under `dir`: only the first component below it can match
+    let first = input.strip_prefix(&dir).ok()?.components().next()?;
     entries
         .into_iter()
+        .find(|e| Path::new(e) == Path::new(&first))
         .map(|e| dir.join(e))
-        .find(|e| input.starts_with(e))
 }
 
 /// Name of the marker an item's folder gets before anything else is written into it, so that a

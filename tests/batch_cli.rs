@@ -6,12 +6,12 @@
 
 mod common;
 
-use common::{fixture, repo, text, tiny_args as tiny, videolisa};
+use common::{batch, fixture, repo, results, text, tiny_args as tiny, videolisa};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 /// (id, video, prompts, extra JSON fields) of a mixed batch of 22 videos.
 fn mixed_jobs(dir: &Path) -> Vec<(String, PathBuf, Vec<&'static str>, Value)> {
@@ -109,22 +109,6 @@ fn outputs(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         }
     }
     m
-}
-
-fn batch(args: &[&str]) -> Output {
-    let t = tiny();
-    let mut a: Vec<&str> = vec!["batch"];
-    a.extend(args);
-    a.extend(t.iter().map(String::as_str));
-    videolisa(&a)
-}
-
-fn results(out: &Path) -> Vec<Value> {
-    std::fs::read_to_string(out.join("results.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 #[test]

@@ -6,29 +6,12 @@
 
 mod common;
 
-use common::{repo, text, tiny_args, videolisa};
+use common::{batch, repo, results, text, tiny_args, videolisa};
 use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-/// `videolisa batch ARGS --model … --clip …`.
-fn batch(args: &[&str]) -> Output {
-    let t = tiny_args();
-    let mut a: Vec<&str> = vec!["batch"];
-    a.extend(args);
-    a.extend(t.iter().map(String::as_str));
-    videolisa(&a)
-}
-
-fn results(out: &Path) -> Vec<Value> {
-    std::fs::read_to_string(out.join("results.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 /// The status of the last result line of each id, in the order the ids first appear.
 fn statuses(out: &Path) -> Vec<(String, String)> {

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::load::XMemSpec;
 use crate::lock::FolderLock;
 use crate::model::videolisa::VideoLisa;
-use crate::run_manifest::{ensure_writable, item_fingerprint, prepare_resume, RunManifest, MANIFEST_FILE};
+use crate::run_manifest::{ensure_writable, prepare_resume, RunManifest, MANIFEST_FILE};
 use crate::sampling::Sampling;
 use crate::segment::SegmentOptions;
 use crate::setup::RunSetup;
@@ -197,7 +197,7 @@ impl BatchArgs {
                 propagate: models.xmem,
                 ..self.model.segment_options()
             },
-            settings: item_fingerprint(&serde_json::json!(setup.manifest.settings)),
+            settings: setup.manifest.settings_fingerprint(),
         };
         Ok(Ready {
             model: models.videolisa,
@@ -296,7 +296,7 @@ impl BatchArgs {
             ))
         })?;
         let _lock = FolderLock::acquire(&self.out, "batch --merge", Shard::WHOLE)?;
-        let settings = item_fingerprint(&serde_json::json!(manifest.settings));
+        let settings = manifest.settings_fingerprint();
         let (jobs, problems) = self.read_jobs()?;
         let mut summary = BatchSummary::default();
         for j in &jobs {

@@ -17,21 +17,26 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// What defines an expression's predictions (stored in its done marker, so an edited dataset,
-/// a frame changed in place, or other run settings are never taken as finished).
-fn expression_fingerprint(v: &VideoEntry, e: &Expression, settings: &str) -> String {
+/// What defines a video's predictions beyond each expression: its name, its frames (names,
+/// sizes and modification times, stat'ed once per video) and the run settings (`settings`,
+/// [`settings_fingerprint`] of the output folder). Done markers carry it, so an edited dataset,
+/// a frame changed in place, or other run settings are never taken as finished.
+fn video_key(v: &VideoEntry, settings: &str) -> String {
     let frames: Vec<&Path> = v.frame_paths.iter().map(PathBuf::as_path).collect();
     item_fingerprint(&serde_json::json!({
-        "video": v.name, "frames": v.frames, "text": e.text, "template": e.template,
-        "input": input_fingerprint(&frames), "settings": settings,
+        "video": v.name, "frames": v.frames, "input": input_fingerprint(&frames), "settings": settings,
     }))
 }
 
-/// Whether an expression's predictions are complete for the dataset as it is now and the run
-/// settings `settings` ([`settings_fingerprint`] of the output folder).
-pub fn is_done(out: &Path, v: &VideoEntry, e: &Expression, settings: &str) -> bool {
+/// What defines an expression's predictions: its video's key and its own text and template.
+fn expression_fingerprint(video_key: &str, e: &Expression) -> String {
+    item_fingerprint(&serde_json::json!({"video": video_key, "text": e.text, "template": e.template}))
+}
+
+/// Whether an expression's predictions are complete for its video as keyed by [`video_key`].
+fn is_done(out: &Path, video_key: &str, e: &Expression) -> bool {
     matches!(
-        item_state(&out.join(&e.out_dir), &expression_fingerprint(v, e, settings)),
+        item_state(&out.join(&e.out_dir), &expression_fingerprint(video_key, e)),
         ItemState::Done(_)
     )
 }
@@ -82,11 +87,8 @@ fn run_video(
     opts: &SegmentOptions,
     settings: &str,
 ) -> Result<(usize, usize)> {
-    let todo: Vec<_> = v
-        .expressions
-        .iter()
-        .filter(|e| !is_done(out, v, e, settings))
-        .collect();
+    let key = video_key(v, settings);
+    let todo: Vec<_> = v.expressions.iter().filter(|e| !is_done(out, &key, e)).collect();
     let resumed = v.expressions.len() - todo.len();
     if todo.is_empty() {
         return Ok((0, resumed));
@@ -116,11 +118,7 @@ fn run_video(
     )?;
     for (e, p) in todo.iter().zip(&r.summary.prompts) {
         let record = serde_json::json!({"frames": r.summary.frames, "foreground": p.foreground});
-        mark_done(
-            &out.join(&e.out_dir),
-            &expression_fingerprint(v, e, settings),
-            &record,
-        )?;
+        mark_done(&out.join(&e.out_dir), &expression_fingerprint(&key, e), &record)?;
     }
     Ok((todo.len(), resumed))
 }
@@ -170,9 +168,14 @@ pub fn finish(
     let missing: Vec<String> = ds
         .videos
         .iter()
-        .flat_map(|v| v.expressions.iter().map(move |e| (v, e)))
-        .filter(|(v, e)| !is_done(out, v, e, &settings))
-        .map(|(_, e)| e.out_dir.clone())
+        .flat_map(|v| {
+            let key = video_key(v, &settings);
+            v.expressions
+                .iter()
+                .filter(move |e| !is_done(out, &key, e))
+                .map(|e| e.out_dir.clone())
+                .collect::<Vec<_>>()
+        })
         .take(5)
         .collect();
     if !missing.is_empty() {

@@ -131,3 +131,21 @@ pub fn tiny_args() -> [String; 4] {
         t.join("clip").display().to_string(),
     ]
 }
+
+/// `videolisa batch ARGS --model … --clip …` with the tiny checkpoint.
+pub fn batch(args: &[&str]) -> std::process::Output {
+    let t = tiny_args();
+    let mut a: Vec<&str> = vec!["batch"];
+    a.extend(args);
+    a.extend(t.iter().map(String::as_str));
+    videolisa(&a)
+}
+
+/// The lines of a batch output folder's `results.jsonl`.
+pub fn results(out: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out.join("results.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}

@@ -90,6 +90,14 @@ results() {
 }
 # the array and merge ids submit.sh printed
 submit() { read -r _ array _ merge < <("$submit" "$@"); }
+# waits for the submitted array and merge, which must both complete; then the array's results
+# (folder $2) must equal one process's (folder $1)
+expect_same() {
+    wait_job "$array"; wait_job "$merge"
+    [[ $(state "$array") == COMPLETED && $(state "$merge") == COMPLETED ]] \
+        || fail "$2: array $(state "$array"), merge $(state "$merge"): $(cat videolisa-merge-"$merge".out)"
+    diff <(results "$1") <(results "$2") >/dev/null || fail "$2 differs from $1"
+}
 
 start_cluster
 log "cluster up: $(sinfo -h -o '%P %D node(s) %c CPUs %t')"
@@ -99,10 +107,7 @@ log "1. eval: 4-task array + merge vs one process"
 "$VIDEOLISA" -q synthetic --dataset ref-davis --out davis --videos 8 --frames 12 >/dev/null
 "$VIDEOLISA" -q eval --dataset ref-davis --root davis --out eval-one "${model[@]}" >/dev/null
 submit 4 eval --dataset ref-davis --root "$work/davis" --out "$work/eval-array" "${model[@]}"
-wait_job "$array"; wait_job "$merge"
-[[ $(state "$array") == COMPLETED && $(state "$merge") == COMPLETED ]] \
-    || fail "eval array $(state "$array"), merge $(state "$merge"): $(cat videolisa-merge-"$merge".out)"
-diff <(results eval-one) <(results eval-array) >/dev/null || fail "eval: the array's results differ"
+expect_same eval-one eval-array
 log "   identical: $(results eval-one | wc -l) files (predictions and scores); $(grep -h 'J&F' videolisa-merge-"$merge".out)"
 
 log "2. batch: 4-task array + merge vs one process"
@@ -111,10 +116,7 @@ for i in 0 3 6 9 12 15 18; do cp "$repo/examples/demo/frames/000$(printf %02d $i
 cp "$repo/examples/demo/demo.mp4" videos/
 "$VIDEOLISA" -q batch --videos videos -p "the red ball" --out batch-one --rle "${model[@]}" >/dev/null
 submit 4 batch --videos "$work/videos" -p "the red ball" --out "$work/batch-array" --rle "${model[@]}"
-wait_job "$array"; wait_job "$merge"
-[[ $(state "$array") == COMPLETED && $(state "$merge") == COMPLETED ]] \
-    || fail "batch array $(state "$array"), merge $(state "$merge"): $(cat videolisa-merge-"$merge".out)"
-diff <(results batch-one) <(results batch-array) >/dev/null || fail "batch: the array's outputs differ"
+expect_same batch-one batch-array
 log "   identical: $(results batch-one | wc -l) files; merge: $(tail -1 videolisa-merge-"$merge".out)"
 
 log "3. a task cancelled mid-way, then resubmitted alone"
@@ -134,10 +136,7 @@ wait_job "$array"; wait_job "$merge"
 grep -q "not every expression is finished" videolisa-merge-"$merge".out || fail "merge: $(cat videolisa-merge-"$merge".out)"
 log "   cancelled with $done_before expressions done; merge failed: $(grep -o 'not every expression.*' videolisa-merge-"$merge".out | cut -c1-90)…"
 submit --tasks 1 4 eval --dataset ref-davis --root "$work/long" --out "$work/long-array" "${model[@]}"
-wait_job "$array"; wait_job "$merge"
-[[ $(state "$array") == COMPLETED && $(state "$merge") == COMPLETED ]] \
-    || fail "resubmitted task $(state "$array"), merge $(state "$merge"): $(cat videolisa-merge-"$merge".out)"
-diff <(results long-one) <(results long-array) >/dev/null || fail "after the resubmit the results differ"
+expect_same long-one long-array
 resumed=$(grep -ho '[0-9]* already done' videolisa-"${array}"_1.out 2>/dev/null || true)
 log "   resubmitted task 1: ${resumed:-no summary line}; merge succeeded, identical to one process ($(results long-one | wc -l) files)"
 
