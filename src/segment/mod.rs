@@ -25,10 +25,10 @@ use crate::model::xmem::XMem;
 use crate::output::OutputFormats;
 use crate::preprocess::{ClipTransform, Planar};
 use crate::sampling::Sampling;
-use crate::video::Video;
+use crate::video::{FrameSource, Video};
 use candle_core::Tensor;
 use prompt::{prepare_prompts, PreparedPrompt};
-use sink::{MaskSink, SinkTotals};
+use sink::{MaskSink, SharedObserver, SinkTotals};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -56,6 +56,8 @@ pub struct SegmentOptions {
     /// Post-optimization: XMem++ propagates SAM's masks of the dense frames through the video
     /// instead of SAM decoding every frame.
     pub propagate: Option<Arc<XMem>>,
+    /// Told about each frame as soon as its masks are written (live outputs).
+    pub observer: Option<SharedObserver>,
 }
 
 impl Default for SegmentOptions {
@@ -69,6 +71,7 @@ impl Default for SegmentOptions {
             keep_logits: false,
             write_summary: true,
             propagate: None,
+            observer: None,
         }
     }
 }
@@ -100,12 +103,17 @@ pub struct SparseInputs {
 
 impl SparseInputs {
     /// Samples `video` and decodes and preprocesses each distinct sparse frame once.
-    pub fn read(transform: &ClipTransform, video: &Video, n_sparse: usize, n_dense: usize) -> Result<Self> {
-        let sampling = Sampling::new(video.len(), n_sparse, n_dense)?;
+    pub fn read(
+        transform: &ClipTransform,
+        video: &dyn FrameSource,
+        n_sparse: usize,
+        n_dense: usize,
+    ) -> Result<Self> {
+        let sampling = Sampling::new(video.info().frames, n_sparse, n_dense)?;
         let (mut decode, mut preprocess) = (0.0, 0.0);
         let mut frames = HashMap::new();
         let mut last = Instant::now();
-        video.visit(&sampling.sparse, |i, img| {
+        video.visit(&sampling.sparse, &mut |i, img| {
             decode += last.elapsed().as_secs_f64();
             let t = Instant::now();
             frames.insert(i, transform.apply(img));
@@ -134,10 +142,12 @@ pub fn segment(
 }
 
 /// [`segment`] with the sparse frames' CLIP inputs already read (by [`SparseInputs::read`],
-/// e.g. on another thread while the previous video was on the model).
+/// e.g. on another thread while the previous video was on the model), over any frame source: a
+/// live stream's prompt stage samples the frames it knows (its window), and its mask stage
+/// goes on as later frames arrive.
 pub fn segment_prepared(
     model: &VideoLisa,
-    video: &Video,
+    video: &dyn FrameSource,
     sparse: Option<SparseInputs>,
     prompts: &[PromptSpec],
     out: Option<&Path>,
@@ -147,7 +157,7 @@ pub fn segment_prepared(
     // the SAM batch is chosen once, before any model work, and reported as used
     let sam_batch = sam::choose_batch(model, opts.sam_batch);
     let mut sec = StageSeconds::default();
-    let sampling = Sampling::new(video.len(), opts.n_sparse, opts.n_dense)?;
+    let sampling = Sampling::new(video.info().frames, opts.n_sparse, opts.n_dense)?;
     let prepared = prepare_prompts(model, prompts, &sampling)?;
     let sparse = match sparse {
         Some(s) if s.sampling == sampling => s,
@@ -165,11 +175,12 @@ pub fn segment_prepared(
         sampling: &sampling,
         prompts: &sparse_prompts,
         sam_batch,
-        keep_frames: opts.formats.needs_frames(),
+        keep_frames: opts.formats.needs_frames() || observer_needs_frames(opts)?,
         dump: opts.dump.as_deref(),
     };
     let (totals, propagation) = run_mask_stage(&input, prompts, out, opts, &mut sec)?;
-    let info = video.info();
+    let mut info = video.info().clone();
+    info.frames = totals.frames;
     let plane_total = (u64::from(info.width) * u64::from(info.height) * info.frames as u64).max(1) as f64;
     let summaries = prompts
         .iter()
@@ -184,12 +195,23 @@ pub fn segment_prepared(
         seconds: sec,
     };
     let result = Segmented {
-        summary: SegmentSummary::new(model, info.clone(), &sampling, sam_batch, summaries, report),
+        summary: SegmentSummary::new(model, info, &sampling, sam_batch, summaries, report),
         visual_tokens,
         prompts: embeddings,
         logits: totals.logits,
     };
     finish(result, &sampling, out, opts, t0)
+}
+
+/// Whether the options' frame observer needs the frames themselves.
+fn observer_needs_frames(opts: &SegmentOptions) -> Result<bool> {
+    match &opts.observer {
+        None => Ok(false),
+        Some(o) => Ok(o
+            .lock()
+            .map_err(|_| crate::error::Error::Internal("a frame observer panicked".into()))?
+            .needs_frames()),
+    }
 }
 
 /// The visual tokens of a video's sparse frames (CLIP + projector); charges the inputs'
@@ -256,6 +278,9 @@ fn run_mask_stage(
     let dirs: Vec<&str> = prompts.iter().map(|p| p.dir.as_str()).collect();
     let keep_logits = opts.keep_logits || opts.dump.is_some();
     let mut sink = MaskSink::new(out, &dirs, input.video.info(), &opts.formats, keep_logits)?;
+    if let Some(o) = &opts.observer {
+        sink.observe(o.clone());
+    }
     let mut stage = mask_stage(opts, prompts);
     stage.run(input, &mut sink, sec)?;
     let t = Instant::now();

@@ -8,10 +8,10 @@ use super::stage::{MaskStage, StageInput, StageSeconds};
 use crate::error::Result;
 use crate::model::videolisa::VideoLisa;
 use crate::preprocess::SamTransform;
-use crate::video::{Frame, Video, VideoInfo};
+use crate::video::{Frame, FrameSource, VideoInfo};
 use candle_core::{DType, Tensor};
 use image::RgbImage;
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::time::Instant;
 
 /// SAM decodes every frame with each prompt.
@@ -66,7 +66,7 @@ type SamFrame = (usize, RgbImage, Option<RgbImage>);
 /// reader keeps up with the GPU; on the CPU one at a time (the model needs the cores).
 fn read_sam_frames(
     model: &VideoLisa,
-    video: &Video,
+    video: &dyn FrameSource,
     keep_frames: bool,
     tx: SyncSender<Result<SamFrame>>,
 ) -> (f64, f64) {
@@ -141,9 +141,25 @@ fn encode_batches(
 ) -> Result<()> {
     let model = input.model;
     let dev = model.options.device.clone();
-    let bar = crate::progress::bar(input.video.len() as u64, "SAM");
+    let bar = super::stage::frames_bar(input.video, "SAM");
+    let live = input.video.is_live();
     let mut batch = Batch::default();
-    for item in rx {
+    loop {
+        // a live stream's frames are segmented as soon as they are there, not when a batch is full
+        let item = match rx.try_recv() {
+            Ok(item) => item,
+            Err(TryRecvError::Empty) if live && !batch.pixels.is_empty() => {
+                let n = batch.pixels.len() as u64;
+                segment_batch(input, std::mem::take(&mut batch), sink, sec)?;
+                bar.inc(n);
+                continue;
+            }
+            Err(TryRecvError::Empty) => match rx.recv() {
+                Ok(item) => item,
+                Err(_) => break,
+            },
+            Err(TryRecvError::Disconnected) => break,
+        };
         let (index, resized, frame) = item?;
         batch.pixels.push(model.sam_transform.to_tensor(&resized, &dev)?);
         batch.frames.push((index, frame));

@@ -7,7 +7,27 @@ use crate::output::{FrameOutputs, OutputFormats};
 use crate::video::VideoInfo;
 use candle_core::{Device, Tensor};
 use image::{GrayImage, RgbImage};
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// Told about each frame once every prompt's mask of it is written (live outputs, latency).
+pub trait FrameObserver: Send + std::fmt::Debug {
+    /// Whether [`FrameObserver::frame_done`] needs the frame itself.
+    fn needs_frames(&self) -> bool;
+    /// Frame `index` is done: each prompt's 0/1 mask (frame size, row-major), and the frame
+    /// when asked for.
+    fn frame_done(&mut self, index: usize, masks: &[Vec<u8>], frame: Option<&RgbImage>) -> Result<()>;
+}
+
+/// A [`FrameObserver`] shared between the run and whoever reads what it gathered.
+pub type SharedObserver = Arc<Mutex<dyn FrameObserver>>;
+
+/// A frame some of whose prompts' masks are written.
+struct Pending {
+    masks: Vec<Option<Vec<u8>>>,
+    frame: Option<RgbImage>,
+}
 
 /// What a [`MaskSink`] hands back when closed.
 pub struct SinkTotals {
@@ -17,12 +37,17 @@ pub struct SinkTotals {
     pub foreground: Vec<u64>,
     /// Per prompt `[T, H, W]` f32 logits, when kept and the stage made logits.
     pub logits: Option<Vec<Tensor>>,
+    /// Frames whose masks were written.
+    pub frames: usize,
 }
 
 /// The masks of every prompt, frame by frame, on their way to disk.
 pub struct MaskSink {
     writers: Option<Vec<FrameOutputs>>,
-    frame_names: Vec<String>,
+    info: VideoInfo,
+    observer: Option<SharedObserver>,
+    pending: BTreeMap<usize, Pending>,
+    frames: usize,
     width: u32,
     height: u32,
     keep_logits: bool,
@@ -49,13 +74,21 @@ impl MaskSink {
             .transpose()?;
         Ok(MaskSink {
             writers,
-            frame_names: info.frame_names.clone(),
+            info: info.clone(),
+            observer: None,
+            pending: BTreeMap::new(),
+            frames: 0,
             width: info.width,
             height: info.height,
             keep_logits,
             logits: vec![Vec::new(); dirs.len()],
             foreground: vec![0; dirs.len()],
         })
+    }
+
+    /// Tells `observer` about every frame once all its masks are written.
+    pub fn observe(&mut self, observer: SharedObserver) {
+        self.observer = Some(observer);
     }
 
     /// Thresholds prompt `k`'s logits `[B, H, W]` (on the model's device) of the frames `batch`
@@ -81,13 +114,42 @@ impl MaskSink {
         mask: Vec<u8>,
     ) -> Result<()> {
         self.foreground[k] += mask.iter().map(|&v| u64::from(v)).sum::<u64>();
+        self.frames += usize::from(k == 0);
+        let kept = self.observer.is_some().then(|| mask.clone());
         if let Some(ws) = self.writers.as_mut() {
             let ids = GrayImage::from_raw(self.width, self.height, mask).ok_or_else(|| {
                 Error::Internal(format!("a mask of frame {index} does not have the frame size"))
             })?;
-            ws[k].push(&self.frame_names[index], frame, &ids)?;
+            ws[k].push(&self.info.frame_name(index), frame, &ids)?;
         }
-        Ok(())
+        match kept {
+            Some(mask) => self.observed(k, index, frame, mask),
+            None => Ok(()),
+        }
+    }
+
+    /// Keeps prompt `k`'s mask of frame `index` until every prompt's is there, then tells the
+    /// observer.
+    fn observed(&mut self, k: usize, index: usize, frame: Option<&RgbImage>, mask: Vec<u8>) -> Result<()> {
+        let n = self.foreground.len();
+        let p = self.pending.entry(index).or_insert_with(|| Pending {
+            masks: vec![None; n],
+            frame: None,
+        });
+        p.masks[k] = Some(mask);
+        if p.frame.is_none() {
+            p.frame = frame.cloned();
+        }
+        if p.masks.iter().any(Option::is_none) {
+            return Ok(());
+        }
+        let p = self.pending.remove(&index).expect("the entry was just filled");
+        let masks: Vec<Vec<u8>> = p.masks.into_iter().flatten().collect();
+        let observer = self.observer.as_ref().expect("only observed with an observer");
+        let mut o = observer
+            .lock()
+            .map_err(|_| Error::Internal("a frame observer panicked".into()))?;
+        o.frame_done(index, &masks, p.frame.as_ref())
     }
 
     /// Closes the writers; returns what could not be written, the foreground pixel counts and
@@ -112,6 +174,7 @@ impl MaskSink {
             warnings,
             foreground: self.foreground,
             logits,
+            frames: self.frames,
         })
     }
 }

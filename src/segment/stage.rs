@@ -7,7 +7,7 @@ use super::sink::MaskSink;
 use crate::error::Result;
 use crate::model::videolisa::VideoLisa;
 use crate::sampling::Sampling;
-use crate::video::Video;
+use crate::video::FrameSource;
 use candle_core::Tensor;
 use std::path::Path;
 
@@ -53,8 +53,8 @@ pub struct PropagationSummary {
 pub struct StageInput<'a> {
     /// The loaded model (SAM is `model.visual_model`).
     pub model: &'a VideoLisa,
-    /// The video.
-    pub video: &'a Video,
+    /// The video (a file, or a live stream whose frames arrive while earlier ones are segmented).
+    pub video: &'a dyn FrameSource,
     /// Its sparse and dense frames.
     pub sampling: &'a Sampling,
     /// Per prompt, SAM's sparse prompt embedding.
@@ -65,6 +65,12 @@ pub struct StageInput<'a> {
     pub keep_frames: bool,
     /// Where stage intermediates go (`--dump`).
     pub dump: Option<&'a Path>,
+}
+
+/// A progress bar over the frames of `video` (a running count for a live stream).
+pub fn frames_bar(video: &dyn FrameSource, what: &str) -> indicatif::ProgressBar {
+    let len = (!video.is_live()).then_some(video.info().frames as u64);
+    crate::progress::bar_or_count(len, what)
 }
 
 /// The per-frame mask producer, the stage after the LLM: it hands every frame's mask of every

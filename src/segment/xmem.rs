@@ -160,7 +160,7 @@ impl Seeds {
         let at = seed_frames(input.sampling);
         let t = Instant::now();
         let mut frames = BTreeMap::new();
-        input.video.visit(&at, |i, img| {
+        input.video.visit(&at, &mut |i, img| {
             frames.insert(i, img.clone());
             Ok(())
         })?;
@@ -210,16 +210,19 @@ fn propagate(
     sink: &mut MaskSink,
     sec: &mut StageSeconds,
 ) -> Result<f64> {
-    let n = input.video.len();
+    // a live stream has no known last frame; the last frame's only difference (its memory is
+    // not updated) changes no mask
+    let n = input.video.info().frames;
+    let is_last = |i: usize| !input.video.is_live() && i + 1 == n;
     let mut dump = input.dump.map(|_| Dump::new(n, &seeds.at));
-    let bar = crate::progress::bar(n as u64, "XMem++");
+    let bar = super::stage::frames_bar(input.video, "XMem++");
     let mut xmem_s = 0.0;
     let mut last = Instant::now();
     for frame in input.video.frames()? {
         let f = frame?;
         sec.decode += last.elapsed().as_secs_f64();
         let t = Instant::now();
-        let r = run.step(f.index, &f.image, f.index + 1 == n)?;
+        let r = run.step(f.index, &f.image, is_last(f.index))?;
         xmem_s += t.elapsed().as_secs_f64();
         if let Some(d) = dump.as_mut() {
             d.record(f.index, &seeds.active, &r)?;

@@ -13,6 +13,8 @@ pub(crate) enum Sniffed {
     Image,
     /// An mp4 whose first video track is H.264 (avc1).
     Mp4H264,
+    /// A YUV4MPEG2 file.
+    Y4m,
     /// A video the default build cannot decode (description for the message).
     OtherVideo(String),
     /// An mp4/mov whose box structure is damaged or cut short (what and where).
@@ -32,6 +34,9 @@ pub(crate) fn sniff(path: &Path) -> Result<Sniffed> {
     }
     if super::still::StillFormat::sniff(head).is_some() {
         return Ok(Sniffed::Image);
+    }
+    if head.starts_with(super::y4m::MAGIC) {
+        return Ok(Sniffed::Y4m);
     }
     if n >= 8 && &head[4..8] == b"ftyp" {
         let moov = match read_moov(&mut f).map_err(|e| Error::io(path, e))? {

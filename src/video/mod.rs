@@ -1,5 +1,5 @@
-//! Video input: an H.264 mp4 (default build), a folder of frames, a single image, or any
-//! FFmpeg-readable file (`--features ffmpeg`). Frames are RGB u8 and decoded lazily, one at
+//! Video input: an H.264 mp4 (default build), a y4m file, a folder of frames, a single image,
+//! or any FFmpeg-readable file (`--features ffmpeg`). Frames are RGB u8 and decoded lazily, one at
 //! a time, so memory does not grow with the length of the video.
 
 mod container;
@@ -9,6 +9,7 @@ mod files;
 mod h264;
 mod mp4;
 mod still;
+pub mod y4m;
 mod yuv;
 
 use crate::error::{Error, Result};
@@ -29,6 +30,8 @@ pub enum SourceKind {
     Image,
     /// Any container FFmpeg reads (video-rs, `--features ffmpeg`).
     Ffmpeg,
+    /// A YUV4MPEG2 file or stream.
+    Y4m,
 }
 
 /// What is known about a video before decoding it.
@@ -73,6 +76,7 @@ pub struct Video {
 enum Backend {
     Files(Vec<PathBuf>),
     Mp4(mp4::Mp4Source),
+    Y4m,
     #[cfg(feature = "ffmpeg")]
     Ffmpeg,
 }
@@ -89,6 +93,7 @@ enum FramesInner<'a> {
         next: usize,
     },
     Mp4(Box<mp4::Mp4Frames>),
+    Y4m(Box<y4m::FileFrames>),
     #[cfg(feature = "ffmpeg")]
     Ffmpeg(Box<ffmpeg::FfmpegFrames>),
 }
@@ -111,6 +116,7 @@ impl Iterator for Frames<'_> {
                 ))
             }
             FramesInner::Mp4(m) => m.next(),
+            FramesInner::Y4m(y) => y.next(),
             #[cfg(feature = "ffmpeg")]
             FramesInner::Ffmpeg(f) => f.next(),
         }
@@ -160,6 +166,13 @@ impl Video {
                 }
                 Err(e) => Err(e),
             },
+            container::Sniffed::Y4m => {
+                let (info, _) = y4m::open_file(path)?;
+                Ok(Video {
+                    info,
+                    backend: Backend::Y4m,
+                })
+            }
             container::Sniffed::OtherVideo(what) => Self::open_other(path, what),
             container::Sniffed::Corrupt(reason) => Err(Error::CorruptVideo {
                 path: path.to_path_buf(),
@@ -242,6 +255,7 @@ impl Video {
                 next: 0,
             },
             Backend::Mp4(src) => FramesInner::Mp4(Box::new(src.frames(&self.info)?)),
+            Backend::Y4m => FramesInner::Y4m(Box::new(y4m::FileFrames::new(&self.info.path)?)),
             #[cfg(feature = "ffmpeg")]
             Backend::Ffmpeg => FramesInner::Ffmpeg(Box::new(ffmpeg::FfmpegFrames::new(&self.info)?)),
         };
@@ -283,6 +297,52 @@ impl Video {
             }
         }
         Ok(())
+    }
+}
+
+/// Frames in order from anything the pipeline reads: a [`Video`] (every frame known before the
+/// first is used) or a live stream (`crate::live`), whose later frames arrive while earlier
+/// ones are segmented.
+pub trait FrameSource: Sync {
+    /// What is known of the input: size, rate, and the frames known now (for a live stream the
+    /// buffered window, which the prompt stage samples).
+    fn info(&self) -> &VideoInfo;
+    /// Whether more frames than `info().frames` may follow (their number is unknown).
+    fn is_live(&self) -> bool {
+        false
+    }
+    /// Every frame in order; for a live stream the known ones, then each as it arrives.
+    fn frames(&self) -> Result<FrameIter<'_>>;
+    /// Calls `f(index, frame)` once per distinct index in `indices` (ascending), each among the
+    /// known frames.
+    fn visit(&self, indices: &[usize], f: &mut dyn FnMut(usize, &RgbImage) -> Result<()>) -> Result<()>;
+}
+
+/// The frames of a [`FrameSource`], in order.
+pub type FrameIter<'a> = Box<dyn Iterator<Item = Result<Frame>> + 'a>;
+
+impl FrameSource for Video {
+    fn info(&self) -> &VideoInfo {
+        &self.info
+    }
+
+    fn frames(&self) -> Result<FrameIter<'_>> {
+        Ok(Box::new(Video::frames(self)?))
+    }
+
+    fn visit(&self, indices: &[usize], f: &mut dyn FnMut(usize, &RgbImage) -> Result<()>) -> Result<()> {
+        Video::visit(self, indices, f)
+    }
+}
+
+impl VideoInfo {
+    /// The output name of frame `index`: the frame file's stem, or its number (`00042`) for
+    /// videos and for frames of a stream beyond those known when it was opened.
+    pub fn frame_name(&self, index: usize) -> String {
+        match self.frame_names.get(index) {
+            Some(n) => n.clone(),
+            None => format!("{index:05}"),
+        }
     }
 }
 

@@ -62,11 +62,24 @@ impl YuvToRgb {
         }
     }
 
-    /// Converts one picture: planes with their strides, `width`×`height` luma samples, into
-    /// packed RGB (`width·height·3` bytes). Each `pmulhw` product depends on one sample only:
-    /// a row's luma terms and a chroma row's terms are computed once each, in loops the
-    /// compiler vectorises, then summed and saturated two pixels (one chroma sample) at a time.
+    /// Converts one 4:2:0 picture: planes with their strides, `width`×`height` luma samples,
+    /// into packed RGB (`width·height·3` bytes).
     pub(crate) fn convert(&self, planes: [(&[u8], usize); 3], width: usize, height: usize, rgb: &mut [u8]) {
+        self.convert_rows(planes, 2, width, height, rgb);
+    }
+
+    /// [`YuvToRgb::convert`] for chroma halved horizontally and shared by `chroma_rows` luma
+    /// rows (2: 4:2:0, 1: 4:2:2). Each `pmulhw` product depends on one sample only: a row's
+    /// luma terms and a chroma row's terms are computed once each, in loops the compiler
+    /// vectorises, then summed and saturated two pixels (one chroma sample) at a time.
+    pub(crate) fn convert_rows(
+        &self,
+        planes: [(&[u8], usize); 3],
+        chroma_rows: usize,
+        width: usize,
+        height: usize,
+        rgb: &mut [u8],
+    ) {
         let [(y, ys), (u, us), (v, vs)] = planes;
         let cw = width.div_ceil(2);
         let mul = |a: i32, c: i32| ((a * c) >> 16) as i16;
@@ -77,8 +90,9 @@ impl YuvToRgb {
             for (l, &s) in luma.iter_mut().zip(&y[row * ys..row * ys + width]) {
                 *l = mul((i32::from(s) - self.y_offset) * 8, self.y_coeff);
             }
-            if row % 2 == 0 {
-                let (ur, vr) = (&u[(row / 2) * us..][..cw], &v[(row / 2) * vs..][..cw]);
+            if row % chroma_rows == 0 {
+                let c = row / chroma_rows;
+                let (ur, vr) = (&u[c * us..][..cw], &v[c * vs..][..cw]);
                 for i in 0..cw {
                     let (su, sv) = ((i32::from(ur[i]) - 128) * 8, (i32::from(vr[i]) - 128) * 8);
                     cr[i] = mul(sv, self.v2r);
@@ -106,6 +120,43 @@ impl YuvToRgb {
             if width % 2 == 1 {
                 let (l, i) = (luma[width - 1], cw - 1);
                 dst[pairs * 6..].copy_from_slice(&[clip(l + cr[i]), clip(l + cg[i]), clip(l + cb[i])]);
+            }
+        }
+    }
+
+    /// Converts a 4:4:4 picture: libswscale's general scaler runs here, with more precision
+    /// than the unscaled converter; BT.601 in floating point, rounded, comes within one level
+    /// of it (tests/y4m_parity.rs).
+    pub(crate) fn convert_444(
+        planes: [(&[u8], usize); 3],
+        full_range: bool,
+        width: usize,
+        height: usize,
+        rgb: &mut [u8],
+    ) {
+        let [(y, ys), (u, us), (v, vs)] = planes;
+        let (y0, ky, kc) = if full_range {
+            (0.0, 1.0, 1.0)
+        } else {
+            (16.0, 255.0 / 219.0, 255.0 / 224.0)
+        };
+        let clip = |x: f32| x.round().clamp(0.0, 255.0) as u8;
+        for row in 0..height {
+            let rows = (
+                &y[row * ys..][..width],
+                &u[row * us..][..width],
+                &v[row * vs..][..width],
+            );
+            let dst = &mut rgb[row * width * 3..(row + 1) * width * 3];
+            for (i, p) in dst.chunks_exact_mut(3).enumerate() {
+                let l = (f32::from(rows.0[i]) - y0) * ky;
+                let (cb, cr) = (
+                    (f32::from(rows.1[i]) - 128.0) * kc,
+                    (f32::from(rows.2[i]) - 128.0) * kc,
+                );
+                p[0] = clip(l + 1.402 * cr);
+                p[1] = clip(l - 0.344_136 * cb - 0.714_136 * cr);
+                p[2] = clip(l + 1.772 * cb);
             }
         }
     }
