@@ -131,15 +131,21 @@ pub enum Error {
     /// Any other runtime failure (encoder, serialization, jobs that failed, ...).
     #[error("{0}")]
     Runtime(String),
+    /// Ctrl-C stopped a live run before anything was segmented (exit 130, as a shell reports
+    /// SIGINT).
+    #[error("interrupted (Ctrl-C)")]
+    Interrupted,
     /// A broken internal invariant: a bug in videolisa, never a problem with the user's input.
     #[error("internal error (a bug in videolisa): {0}")]
     Internal(String),
 }
 
 impl Error {
-    /// Process exit code for this error: 2 for bad usage or input, 1 for runtime failures.
+    /// Process exit code for this error: 2 for bad usage or input, 1 for runtime failures,
+    /// 130 for Ctrl-C.
     pub fn exit_code(&self) -> i32 {
         match self {
+            Error::Interrupted => 130,
             Error::Io { .. } | Error::Runtime(_) | Error::Candle(_) | Error::Internal(_) => 1,
             _ => 2,
         }

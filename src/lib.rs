@@ -11,7 +11,7 @@
 //! 3. the networks: [`model`];
 //! 4. what to load and what a folder holds: [`load`], [`run_manifest`];
 //! 5. a run: [`setup`] (weights, settings, manifest, models), [`segment`] (the pipeline);
-//! 6. many runs: [`batch`], [`eval`];
+//! 6. many runs: [`batch`], [`eval`]; a run on a live stream: [`live`];
 //! 7. the subcommands: [`commands`].
 
 #![warn(missing_docs)]
@@ -24,6 +24,7 @@ pub mod error;
 pub mod eval;
 pub mod hub;
 pub mod json;
+pub mod live;
 pub mod load;
 pub mod lock;
 pub mod model;

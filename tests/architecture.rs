@@ -24,7 +24,7 @@ const LAYERS: &[&[&str]] = &[
     &["model"],
     &["load", "run_manifest"],
     &["setup", "segment"],
-    &["batch", "eval"],
+    &["batch", "eval", "live"],
     &["commands"],
 ];
 

@@ -4,6 +4,9 @@
 
 use super::{print_json, ModelArgs, OutputArgs, PropagationArgs};
 use crate::error::{Error, Result};
+use crate::live::feed::Input;
+use crate::live::stream::StreamFormat;
+use crate::live::{is_stream, segment_online, OnlineOptions};
 use crate::lock::FolderLock;
 use crate::run_manifest::{
     check_writable, ensure_writable, entry_holding, prepare_replace, RunManifest, MANIFEST_FILE,
@@ -20,7 +23,8 @@ use std::path::{Path, PathBuf};
 /// Segment what each prompt describes in every frame of a video.
 #[derive(Args, Debug, Clone)]
 pub struct SegmentArgs {
-    /// An mp4, a folder of jpg/png frames, or a single image.
+    /// An mp4, a y4m file, a folder of jpg/png frames, a single image, or a y4m stream: `-`
+    /// (stdin) or a FIFO (read to its end first, unless --online).
     #[arg(long)]
     pub video: PathBuf,
     /// A sentence; repeat for several objects (they share the decoded frames and SAM's encodings).
@@ -48,24 +52,59 @@ pub struct SegmentArgs {
     /// XMem++ post-optimization.
     #[command(flatten)]
     pub propagation: PropagationArgs,
+    /// Live input.
+    #[command(flatten)]
+    pub live: LiveArgs,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Segmenting frames as they arrive (`--online`).
+#[derive(Args, Debug, Clone)]
+pub struct LiveArgs {
+    /// Segment as frames arrive: the prompt is computed from the first --window frames
+    /// (sampled as an offline run samples a video that long), then every frame is segmented as
+    /// soon as it is read. Ctrl-C ends the run cleanly (exit 130).
+    #[arg(long)]
+    pub online: bool,
+    /// Frames the prompt stage waits for and samples (--online).
+    #[arg(long, default_value_t = 32, value_name = "N", value_parser = super::count::<100000>, requires = "online")]
+    pub window: usize,
+    /// Frames the input queue holds (--online).
+    #[arg(long, default_value_t = 16, value_name = "N", value_parser = super::count::<100000>, requires = "online")]
+    pub queue: usize,
+    /// Skip frames that arrive while the queue is full (for live sources; recorded in the
+    /// summary) instead of making the producer wait.
+    #[arg(long, requires = "online")]
+    pub drop: bool,
+    /// Also write each frame to stdout as soon as its masks exist: `jsonl` (one JSON line per
+    /// frame: index, times, per prompt RLE and foreground) or `y4m` (the overlay video, e.g.
+    /// `| ffplay -`). The summary then goes to stderr.
+    #[arg(long, value_name = "FORMAT", requires = "online")]
+    pub stream: Option<StreamFormat>,
 }
 
 impl SegmentArgs {
     /// Runs the command: segments into `--out`, prints the summary, notes and warnings; an
     /// output that could not be written is a failure (the masks are complete regardless).
     pub fn run(&self) -> Result<()> {
-        let summary = self.segment()?;
+        let (summary, ended) = if self.live.online {
+            self.segment_live()?
+        } else {
+            (self.segment()?, Ok(()))
+        };
         if self.json {
             print_json(&summary)?;
+        } else if self.live.stream.is_some() {
+            eprint!("{}", render_text(&summary, &self.out));
         } else {
             print!("{}", render_text(&summary, &self.out));
         }
         for note in summary.propagation.iter().flat_map(|p| &p.notes) {
             eprintln!("note: {note}");
         }
+        ended?;
         if summary.warnings.is_empty() {
             return Ok(());
         }
@@ -79,6 +118,64 @@ impl SegmentArgs {
         )))
     }
 
+    /// `--online`: checks as [`SegmentArgs::segment`] does, then segments frames as they
+    /// arrive; returns the summary and how the input ended (an input error or Ctrl-C is an
+    /// error after the summary is written).
+    fn segment_live(&self) -> Result<(SegmentSummary, Result<()>)> {
+        if self.dump.is_some() {
+            return Err(Error::Usage("--dump is not available with --online".into()));
+        }
+        if self.json && self.live.stream.is_some() {
+            return Err(Error::Usage(
+                "--json and --stream both write to stdout; choose one".into(),
+            ));
+        }
+        let xmem = self.propagation.spec(self.model.offline)?;
+        let prompts = self.prompts()?;
+        let (sparse, dense) = (self.model.sparse, self.model.dense);
+        Sampling::check(sparse, dense)?;
+        check_output_folder(&self.out, self.force)?;
+        let input = Input::open(&self.video)?;
+        let _lock = FolderLock::acquire(&self.out, "segment", Shard::WHOLE)?;
+        let mut setup = RunSetup::new("segment", &self.model.load_spec(), xmem.as_ref(), sparse, dense)?;
+        self.describe(&mut setup.manifest, &prompts);
+        if !is_stream(&self.video) {
+            self.check_input_is_kept(&setup.manifest)?;
+        }
+        let models = setup.load()?;
+        prepare_replace(&self.out, &mut setup.manifest, self.force)?;
+        let fps = input.info().fps;
+        let opts = SegmentOptions {
+            formats: self.output.formats(fps),
+            propagate: models.xmem,
+            ..self.model.segment_options()
+        };
+        let online = OnlineOptions {
+            window: self.live.window,
+            queue: self.live.queue,
+            drop: self.live.drop,
+            stream: self.live.stream,
+        };
+        crate::live::catch_interrupts()?;
+        let run = segment_online(&models.videolisa, input, &prompts, &self.out, &opts, &online)?;
+        setup.manifest.finish(&self.out)?;
+        let mut summary = run.summary;
+        summary.warnings.extend(run.warnings);
+        let ended = match summary
+            .online
+            .as_ref()
+            .map(|o| (o.status.as_str(), o.error.clone()))
+        {
+            Some(("interrupted", _)) => Err(Error::Interrupted),
+            Some((_, Some(e))) => Err(Error::Usage(format!(
+                "the input failed after {} frames (their masks and summary.json are written): {e}",
+                summary.frames
+            ))),
+            _ => Ok(()),
+        };
+        Ok((summary, ended))
+    }
+
     /// Checks everything cheap (options, prompts, the video, the output folder), loads the
     /// models, and segments into `--out`, which then holds exactly this run's results with
     /// its run manifest; returns the summary (also written to `<out>/summary.json`).
@@ -87,8 +184,8 @@ impl SegmentArgs {
         let prompts = self.prompts()?;
         let (sparse, dense) = (self.model.sparse, self.model.dense);
         Sampling::check(sparse, dense)?;
-        let video = Video::open(&self.video)?;
         check_output_folder(&self.out, self.force)?;
+        let (video, _spool) = open_video(&self.video)?;
         if let Some(dump) = &self.dump {
             check_writable(dump)?;
         }
@@ -155,6 +252,27 @@ impl SegmentArgs {
         m.entries = prompts.iter().map(|p| p.dir.clone()).collect();
         m.entries.push("summary.json".into());
     }
+}
+
+/// Opens `path` for an offline run; a stream (`-`, a FIFO) is first read to its end into a
+/// temporary file (removed when the returned handle drops), so memory stays flat.
+fn open_video(path: &Path) -> Result<(Video, Option<tempfile::TempPath>)> {
+    if !is_stream(path) {
+        return Ok((Video::open(path)?, None));
+    }
+    let spool = tempfile::NamedTempFile::new()
+        .map_err(|e| Error::io(std::env::temp_dir(), e))?
+        .into_temp_path();
+    let mut to = std::fs::File::create(&spool).map_err(|e| Error::io(&spool, e))?;
+    let copied = if path == Path::new("-") {
+        std::io::copy(&mut std::io::stdin().lock(), &mut to)
+    } else {
+        let mut from = std::fs::File::open(path).map_err(|e| Error::input(path, e))?;
+        std::io::copy(&mut from, &mut to)
+    };
+    copied.map_err(|e| Error::io(&spool, e))?;
+    let video = Video::open(&spool)?.labelled(path);
+    Ok((video, Some(spool)))
 }
 
 /// Refuses, before the model loads, an output folder that holds something other than an earlier

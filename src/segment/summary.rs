@@ -80,6 +80,9 @@ pub struct SegmentSummary {
     /// What XMem++ did (`--propagate` runs only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub propagation: Option<PropagationSummary>,
+    /// How a live run went (`--online` runs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub online: Option<OnlineSummary>,
     /// Seconds per stage.
     pub seconds: StageSeconds,
 }
@@ -124,7 +127,64 @@ impl SegmentSummary {
             warnings: report.warnings,
             video,
             propagation: report.propagation,
+            online: None,
             seconds: report.seconds,
         }
+    }
+}
+
+/// How a live (`--online`) run went.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct OnlineSummary {
+    /// `complete` (the input ended), `interrupted` (Ctrl-C) or `input_error`.
+    pub status: String,
+    /// The input error, naming the frame and byte offset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Frames the prompt stage sampled (the first `--window` frames, fewer if the input ended).
+    pub window: usize,
+    /// Frames read from the input.
+    pub received: usize,
+    /// Frames whose masks were written.
+    pub segmented: usize,
+    /// Frames skipped because the queue was full (`--drop`).
+    pub dropped: Vec<usize>,
+    /// Frames read but neither segmented nor dropped (the run was interrupted).
+    pub unprocessed: usize,
+    /// Seconds from the start of reading to the first written mask.
+    pub first_mask_s: Option<f64>,
+    /// Arrival → written, every frame (milliseconds).
+    pub latency_ms: Option<Latency>,
+    /// Arrival → written, frames after the window (the steady state).
+    pub latency_after_window_ms: Option<Latency>,
+    /// Frames written per second from the first to the last.
+    pub frames_per_second: Option<f64>,
+}
+
+/// A latency distribution in milliseconds.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Latency {
+    /// The distribution of `seconds` (nearest-rank percentiles); `None` when empty.
+    pub fn of(seconds: &[f64]) -> Option<Latency> {
+        if seconds.is_empty() {
+            return None;
+        }
+        let mut v: Vec<f64> = seconds.iter().map(|s| s * 1000.0).collect();
+        v.sort_by(f64::total_cmp);
+        let rank = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+        Some(Latency {
+            p50: rank(0.5),
+            p95: rank(0.95),
+            max: v[v.len() - 1],
+        })
     }
 }

@@ -76,7 +76,7 @@ pub struct Video {
 enum Backend {
     Files(Vec<PathBuf>),
     Mp4(mp4::Mp4Source),
-    Y4m,
+    Y4m(PathBuf),
     #[cfg(feature = "ffmpeg")]
     Ffmpeg,
 }
@@ -170,7 +170,7 @@ impl Video {
                 let (info, _) = y4m::open_file(path)?;
                 Ok(Video {
                     info,
-                    backend: Backend::Y4m,
+                    backend: Backend::Y4m(path.to_path_buf()),
                 })
             }
             container::Sniffed::OtherVideo(what) => Self::open_other(path, what),
@@ -231,6 +231,16 @@ impl Video {
             })
     }
 
+    /// The same video, named `path` in summaries (a stream read into a temporary file).
+    pub fn labelled(mut self, path: &Path) -> Video {
+        #[cfg(feature = "ffmpeg")]
+        if matches!(self.backend, Backend::Ffmpeg) {
+            return self; // FFmpeg reopens the file by this path
+        }
+        self.info.path = path.to_path_buf();
+        self
+    }
+
     /// What the headers say about the video.
     pub fn info(&self) -> &VideoInfo {
         &self.info
@@ -255,7 +265,7 @@ impl Video {
                 next: 0,
             },
             Backend::Mp4(src) => FramesInner::Mp4(Box::new(src.frames(&self.info)?)),
-            Backend::Y4m => FramesInner::Y4m(Box::new(y4m::FileFrames::new(&self.info.path)?)),
+            Backend::Y4m(p) => FramesInner::Y4m(Box::new(y4m::FileFrames::new(p)?)),
             #[cfg(feature = "ffmpeg")]
             Backend::Ffmpeg => FramesInner::Ffmpeg(Box::new(ffmpeg::FfmpegFrames::new(&self.info)?)),
         };

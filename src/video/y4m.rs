@@ -189,6 +189,11 @@ impl<R: Read> Reader<R> {
         &self.header
     }
 
+    /// The stream's name in messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Frames read so far.
     pub fn frames_read(&self) -> usize {
         self.next
