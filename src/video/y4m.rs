@@ -19,7 +19,7 @@ pub const MAGIC: &[u8] = b"YUV4MPEG2 ";
 /// Longest header or `FRAME` line read before the stream is called garbage.
 const MAX_LINE: usize = 4096;
 /// Largest side accepted (a header with more is damaged, not a video).
-const MAX_SIDE: u32 = 16384;
+const MAX_SIDE: u32 = 8192;
 
 /// How chroma is sampled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
