@@ -17,9 +17,9 @@ use std::time::Instant;
 /// Where a live run's frames come from.
 pub enum Input {
     /// A y4m stream: stdin (`-`), a FIFO, or a y4m file read as a stream.
-    Y4m(Box<y4m::Reader<Box<dyn Read + Send>>>),
+    Y4m(y4m::Reader<Box<dyn Read + Send>>),
     /// Any input the offline path reads, handed over frame by frame.
-    Video(Video),
+    Video(Box<Video>),
 }
 
 impl Input {
@@ -28,9 +28,9 @@ impl Input {
     /// producer writes it).
     pub fn open(path: &Path) -> Result<Input> {
         if let Some(stream) = open_stream(path)? {
-            return Ok(Input::Y4m(Box::new(y4m::Reader::new(stream, path)?)));
+            return Ok(Input::Y4m(y4m::Reader::new(stream, path)?));
         }
-        Video::open(path).map(Input::Video)
+        Ok(Input::Video(Box::new(Video::open(path)?)))
     }
 
     /// What is known before the first frame (for a stream: no frame yet).
