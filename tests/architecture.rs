@@ -32,8 +32,8 @@ const LAYERS: &[&[&str]] = &[
 const SEGMENT_LAYERS: &[&[&str]] = &[
     &["prompt", "sink", "dump"],
     &["stage"],
-    &["sam", "summary"],
-    &["xmem"],
+    &["sam", "summary", "encode"],
+    &["xmem", "refresh"],
     &["mod"],
 ];
 

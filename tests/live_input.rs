@@ -407,3 +407,78 @@ fn offline_reads_a_piped_stream_to_its_end() {
         serde_json::from_slice(&std::fs::read(t.path().join("pipe/summary.json")).unwrap()).unwrap();
     assert_eq!(s["video"]["path"], "-");
 }
+
+/// The frames `from..to` of the test stream as a stream of their own.
+fn y4m_range(from: usize, to: usize) -> Vec<u8> {
+    let mut s = y4m(0);
+    for i in from..to {
+        s.extend(frame(i));
+    }
+    s
+}
+
+#[test]
+fn refresh_recomputes_the_prompt_from_the_last_window() {
+    // window 4, refresh every 3: new prompts at frame 6 (from frames 3..=6) and 9 (6..=9); a
+    // stream that starts at frame 6 and has the window 6..=9 gets the prompt of refresh 9
+    let t = tmp();
+    let out = t.path().join("o");
+    let o = feed(
+        spawn(&out, &["--online", "--window", "4", "--refresh", "3"]),
+        &y4m(12),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["refreshes"], serde_json::json!([6, 9]), "{s}");
+    let refreshed = masks(&out);
+    assert_eq!(refreshed.len(), 12);
+
+    // frames 0..6 keep the first window's prompt: as without --refresh
+    let plain = t.path().join("plain");
+    let o = feed(spawn(&plain, &["--online", "--window", "4"]), &y4m(12));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(masks(&plain)[..6] == refreshed[..6]);
+
+    // frames 9..12 are segmented with the prompt of frames 6..=9, exactly as a run whose first
+    // window is those frames segments them (mask files are named by arrival index there)
+    let later = t.path().join("later");
+    let o = feed(spawn(&later, &["--online", "--window", "4"]), &y4m_range(6, 12));
+    assert!(o.status.success(), "{}", text(&o));
+    let later: Vec<Vec<u8>> = masks(&later).into_iter().map(|(_, m)| m).collect();
+    let tail: Vec<Vec<u8>> = refreshed[9..].iter().map(|(_, m)| m.clone()).collect();
+    assert!(later[3..] == tail[..], "frames 9..12");
+}
+
+#[test]
+fn refresh_with_propagate_adds_the_new_seeds_to_memory() {
+    let t = tmp();
+    let out = t.path().join("o");
+    let x = xmem();
+    let args = [
+        "--online",
+        "--window",
+        "3",
+        "--refresh",
+        "2",
+        "--propagate",
+        "--xmem",
+        &x,
+    ];
+    let o = feed(spawn(&out, &args), &y4m(6));
+    assert!(o.status.success(), "{}", text(&o));
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["refreshes"], serde_json::json!([4]), "{s}");
+    let plain = t.path().join("plain");
+    let o = feed(
+        spawn(
+            &plain,
+            &["--online", "--window", "3", "--propagate", "--xmem", &x],
+        ),
+        &y4m(6),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    // up to the refresh nothing changes
+    assert!(masks(&plain)[..4] == masks(&out)[..4]);
+}

@@ -74,6 +74,11 @@ pub struct LiveArgs {
     /// Frames the input queue holds (--online).
     #[arg(long, default_value_t = 16, value_name = "N", value_parser = super::count::<100000>, requires = "online")]
     pub queue: usize,
+    /// Recompute the prompts every K frames after the window from the last --window frames
+    /// (sampled as the first window was); with --propagate the new dense frames' masks join
+    /// XMem++'s permanent memory. Each refresh runs CLIP and the LLM again.
+    #[arg(long, value_name = "K", value_parser = super::count::<1000000>, requires = "online")]
+    pub refresh: Option<usize>,
     /// Skip frames that arrive while the queue is full (for live sources; recorded in the
     /// summary) instead of making the producer wait.
     #[arg(long, requires = "online")]
@@ -148,6 +153,7 @@ impl SegmentArgs {
         let opts = SegmentOptions {
             formats: self.output.formats(fps),
             propagate: models.xmem,
+            refresh: self.live.refresh,
             ..self.model.segment_options()
         };
         let online = OnlineOptions {
@@ -245,6 +251,15 @@ impl SegmentArgs {
         );
         m.settings
             .insert("mask_value".into(), self.output.mask_value.to_string());
+        if self.live.online {
+            let refresh = self
+                .live
+                .refresh
+                .map(|k| format!(", refresh every {k}"))
+                .unwrap_or_default();
+            m.settings
+                .insert("online".into(), format!("window {}{refresh}", self.live.window));
+        }
         m.info.insert("video".into(), self.video.display().to_string());
         for (k, p) in prompts.iter().enumerate() {
             m.info.insert(format!("prompt_{k}"), p.text.clone());

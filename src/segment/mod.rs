@@ -8,13 +8,16 @@
 //! reported); this module only chains them.
 
 pub mod dump;
+pub mod encode;
 pub mod prompt;
+pub mod refresh;
 pub mod sam;
 pub mod sink;
 pub mod stage;
 pub mod summary;
 pub mod xmem;
 
+pub use encode::SparseInputs;
 pub use prompt::{prompt_dir, PromptSpec};
 pub use stage::{MaskStage, PropagationSummary, StageInput, StageSeconds};
 pub use summary::{PromptSummary, SegmentSummary};
@@ -23,13 +26,14 @@ use crate::error::Result;
 use crate::model::videolisa::{PromptEmbedding, VideoLisa};
 use crate::model::xmem::XMem;
 use crate::output::OutputFormats;
-use crate::preprocess::{ClipTransform, Planar};
 use crate::sampling::Sampling;
 use crate::video::{FrameSource, Video};
 use candle_core::Tensor;
-use prompt::{prepare_prompts, PreparedPrompt};
+use encode::{encode_sparse_frames, prompt_embeddings};
+use prompt::prepare_prompts;
+use refresh::Refresher;
 use sink::{MaskSink, SharedObserver, SinkTotals};
-use std::collections::HashMap;
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -58,6 +62,9 @@ pub struct SegmentOptions {
     pub propagate: Option<Arc<XMem>>,
     /// Told about each frame as soon as its masks are written (live outputs).
     pub observer: Option<SharedObserver>,
+    /// A live stream's prompts are recomputed every this many frames from the last window's
+    /// frames (`--refresh`; the window is the source's known frames).
+    pub refresh: Option<usize>,
 }
 
 impl Default for SegmentOptions {
@@ -72,6 +79,7 @@ impl Default for SegmentOptions {
             write_summary: true,
             propagate: None,
             observer: None,
+            refresh: None,
         }
     }
 }
@@ -86,48 +94,6 @@ pub struct Segmented {
     pub prompts: Vec<PromptEmbedding>,
     /// Per prompt `[T, H, W]` f32 logits, when asked for.
     pub logits: Option<Vec<Tensor>>,
-}
-
-/// The CLIP inputs of a video's sparse frames, decoded and preprocessed (no model needed, so
-/// a batch prepares the next video's while the current one is on the model).
-pub struct SparseInputs {
-    /// The sampling they were made for.
-    pub sampling: Sampling,
-    /// Preprocessed CLIP input of each distinct sparse frame, by frame index.
-    pub frames: HashMap<usize, Planar>,
-    /// Seconds spent decoding and preprocessing.
-    pub decode: f64,
-    /// Seconds spent preprocessing.
-    pub preprocess: f64,
-}
-
-impl SparseInputs {
-    /// Samples `video` and decodes and preprocesses each distinct sparse frame once.
-    pub fn read(
-        transform: &ClipTransform,
-        video: &dyn FrameSource,
-        n_sparse: usize,
-        n_dense: usize,
-    ) -> Result<Self> {
-        let sampling = Sampling::new(video.info().frames, n_sparse, n_dense)?;
-        let (mut decode, mut preprocess) = (0.0, 0.0);
-        let mut frames = HashMap::new();
-        let mut last = Instant::now();
-        video.visit(&sampling.sparse, &mut |i, img| {
-            decode += last.elapsed().as_secs_f64();
-            let t = Instant::now();
-            frames.insert(i, transform.apply(img));
-            preprocess += t.elapsed().as_secs_f64();
-            last = Instant::now();
-            Ok(())
-        })?;
-        Ok(SparseInputs {
-            sampling,
-            frames,
-            decode,
-            preprocess,
-        })
-    }
 }
 
 /// Segments `video` for each of `prompts`; writes outputs under `out` when given.
@@ -169,16 +135,31 @@ pub fn segment_prepared(
         .iter()
         .map(|e| e.embedding.unsqueeze(1))
         .collect::<candle_core::Result<_>>()?;
+    let refresher = match (opts.refresh, video.is_live()) {
+        (Some(every), true) => {
+            let window = video.info().frames;
+            Some(RefCell::new(Refresher::new(
+                model, &prepared, &sampling, window, every,
+            )))
+        }
+        _ => None,
+    };
     let input = StageInput {
         model,
         video,
         sampling: &sampling,
         prompts: &sparse_prompts,
         sam_batch,
-        keep_frames: opts.formats.needs_frames() || observer_needs_frames(opts)?,
+        keep_frames: opts.formats.needs_frames() || observer_needs_frames(opts)? || refresher.is_some(),
         dump: opts.dump.as_deref(),
+        refresh: refresher
+            .as_ref()
+            .map(|r| r as &RefCell<dyn stage::PromptRefresh>),
     };
     let (totals, propagation) = run_mask_stage(&input, prompts, out, opts, &mut sec)?;
+    let refreshes = refresher
+        .map(|r| r.into_inner().finish(&mut sec))
+        .unwrap_or_default();
     let mut info = video.info().clone();
     info.frames = totals.frames;
     let plane_total = (u64::from(info.width) * u64::from(info.height) * info.frames as u64).max(1) as f64;
@@ -192,6 +173,7 @@ pub fn segment_prepared(
     let report = StageReport {
         warnings: totals.warnings,
         propagation,
+        refreshes,
         seconds: sec,
     };
     let result = Segmented {
@@ -212,46 +194,6 @@ fn observer_needs_frames(opts: &SegmentOptions) -> Result<bool> {
             .map_err(|_| crate::error::Error::Internal("a frame observer panicked".into()))?
             .needs_frames()),
     }
-}
-
-/// The visual tokens of a video's sparse frames (CLIP + projector); charges the inputs'
-/// decoding and the CLIP time to `sec`.
-fn encode_sparse_frames(model: &VideoLisa, inputs: SparseInputs, sec: &mut StageSeconds) -> Result<Tensor> {
-    sec.decode += inputs.decode;
-    sec.preprocess += inputs.preprocess;
-    let dev = model.options.device.clone();
-    let pixels = inputs
-        .sampling
-        .sparse
-        .iter()
-        .map(|i| {
-            let p = &inputs.frames[i];
-            Tensor::from_slice(&p.data, (p.channels, p.height, p.width), &dev)
-        })
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    let pixels = Tensor::stack(&pixels, 0)?;
-    let t = Instant::now();
-    let tokens = model.visual_tokens(&pixels, &inputs.sampling.dense)?;
-    dev.synchronize()?; // GPU work is asynchronous: charge it to this stage
-    sec.clip = t.elapsed().as_secs_f64();
-    Ok(tokens)
-}
-
-/// Each prompt's `[SEG]` answer from the LLM.
-fn prompt_embeddings(
-    model: &VideoLisa,
-    prepared: &[PreparedPrompt],
-    visual_tokens: &Tensor,
-    sec: &mut StageSeconds,
-) -> Result<Vec<PromptEmbedding>> {
-    let t = Instant::now();
-    let embeddings = prepared
-        .iter()
-        .map(|p| model.prompt_embedding(&p.ids, visual_tokens))
-        .collect::<Result<Vec<_>>>()?;
-    model.options.device.synchronize()?;
-    sec.llm = t.elapsed().as_secs_f64();
-    Ok(embeddings)
 }
 
 /// The stage the options ask for: XMem++ propagation with `--propagate`, else SAM on every
@@ -279,7 +221,7 @@ fn run_mask_stage(
     let keep_logits = opts.keep_logits || opts.dump.is_some();
     let mut sink = MaskSink::new(out, &dirs, input.video.info(), &opts.formats, keep_logits)?;
     if let Some(o) = &opts.observer {
-        sink.observe(o.clone());
+        sink.observe(o.clone())?;
     }
     let mut stage = mask_stage(opts, prompts);
     stage.run(input, &mut sink, sec)?;

@@ -143,6 +143,7 @@ fn encode_batches(
     let dev = model.options.device.clone();
     let bar = super::stage::frames_bar(input.video, "SAM");
     let live = input.video.is_live();
+    let mut prompts = input.prompts.to_vec();
     let mut batch = Batch::default();
     loop {
         // a live stream's frames are segmented as soon as they are there, not when a batch is full
@@ -150,7 +151,7 @@ fn encode_batches(
             Ok(item) => item,
             Err(TryRecvError::Empty) if live && !batch.pixels.is_empty() => {
                 let n = batch.pixels.len() as u64;
-                segment_batch(input, std::mem::take(&mut batch), sink, sec)?;
+                segment_batch(input, &prompts, std::mem::take(&mut batch), sink, sec)?;
                 bar.inc(n);
                 continue;
             }
@@ -161,25 +162,44 @@ fn encode_batches(
             Err(TryRecvError::Disconnected) => break,
         };
         let (index, resized, frame) = item?;
+        if let Some(new) = refreshed(input, index, frame.as_ref())? {
+            // the frames before this one keep the prompts they were read with
+            let n = batch.pixels.len() as u64;
+            if n > 0 {
+                segment_batch(input, &prompts, std::mem::take(&mut batch), sink, sec)?;
+                bar.inc(n);
+            }
+            prompts = new;
+        }
         batch.pixels.push(model.sam_transform.to_tensor(&resized, &dev)?);
         batch.frames.push((index, frame));
         if batch.pixels.len() == input.sam_batch {
-            segment_batch(input, std::mem::take(&mut batch), sink, sec)?;
+            segment_batch(input, &prompts, std::mem::take(&mut batch), sink, sec)?;
             bar.inc(input.sam_batch as u64);
         }
     }
     let rest = batch.pixels.len() as u64;
     if rest > 0 {
-        segment_batch(input, batch, sink, sec)?;
+        segment_batch(input, &prompts, batch, sink, sec)?;
         bar.inc(rest);
     }
     bar.finish_and_clear();
     Ok(())
 }
 
+/// New prompts from the live run's refresh when frame `index` completes a period.
+fn refreshed(input: &StageInput<'_>, index: usize, frame: Option<&RgbImage>) -> Result<Option<Vec<Tensor>>> {
+    let Some(r) = input.refresh else {
+        return Ok(None);
+    };
+    let frame = frame.ok_or_else(|| crate::error::Error::Internal("--refresh needs the frames".into()))?;
+    Ok(r.borrow_mut().arrived(index, frame)?.map(|n| n.prompts))
+}
+
 /// Encodes one batch of frames and decodes it with every prompt into the sink.
 fn segment_batch(
     input: &StageInput<'_>,
+    prompts: &[Tensor],
     batch: Batch,
     sink: &mut MaskSink,
     sec: &mut StageSeconds,
@@ -190,7 +210,7 @@ fn segment_batch(
     let emb = model.visual_model.encode(&Tensor::stack(&batch.pixels, 0)?)?;
     dev.synchronize()?;
     sec.sam_encode += t.elapsed().as_secs_f64();
-    for (k, sp) in input.prompts.iter().enumerate() {
+    for (k, sp) in prompts.iter().enumerate() {
         let t = Instant::now();
         let m = frame_logits(model, &emb, sp, input.video.info())?;
         dev.synchronize()?;

@@ -46,6 +46,7 @@ pub struct MaskSink {
     writers: Option<Vec<FrameOutputs>>,
     info: VideoInfo,
     observer: Option<SharedObserver>,
+    observer_frames: bool,
     pending: BTreeMap<usize, Pending>,
     frames: usize,
     width: u32,
@@ -76,6 +77,7 @@ impl MaskSink {
             writers,
             info: info.clone(),
             observer: None,
+            observer_frames: false,
             pending: BTreeMap::new(),
             frames: 0,
             width: info.width,
@@ -87,8 +89,13 @@ impl MaskSink {
     }
 
     /// Tells `observer` about every frame once all its masks are written.
-    pub fn observe(&mut self, observer: SharedObserver) {
+    pub fn observe(&mut self, observer: SharedObserver) -> Result<()> {
+        self.observer_frames = observer
+            .lock()
+            .map_err(|_| Error::Internal("a frame observer panicked".into()))?
+            .needs_frames();
         self.observer = Some(observer);
+        Ok(())
     }
 
     /// Thresholds prompt `k`'s logits `[B, H, W]` (on the model's device) of the frames `batch`
@@ -137,7 +144,7 @@ impl MaskSink {
             frame: None,
         });
         p.masks[k] = Some(mask);
-        if p.frame.is_none() {
+        if p.frame.is_none() && self.observer_frames {
             p.frame = frame.cloned();
         }
         if p.masks.iter().any(Option::is_none) {

@@ -9,6 +9,9 @@ use crate::model::videolisa::VideoLisa;
 use crate::sampling::Sampling;
 use crate::video::FrameSource;
 use candle_core::Tensor;
+use image::RgbImage;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Seconds spent per stage.
@@ -65,6 +68,23 @@ pub struct StageInput<'a> {
     pub keep_frames: bool,
     /// Where stage intermediates go (`--dump`).
     pub dump: Option<&'a Path>,
+    /// A live run's prompt refresh (`--refresh`): shown every frame before it is segmented.
+    pub refresh: Option<&'a RefCell<dyn PromptRefresh + 'a>>,
+}
+
+/// New prompts computed mid-stream from the latest frames (`--online --refresh K`).
+pub struct Refreshed {
+    /// Per prompt, SAM's new sparse prompt embedding `[1, 1, D]`.
+    pub prompts: Vec<Tensor>,
+    /// The new dense frames (index → picture): XMem++ adds their masks to permanent memory.
+    pub dense: BTreeMap<usize, RgbImage>,
+}
+
+/// Recomputes the prompts every so many frames of a live stream.
+pub trait PromptRefresh {
+    /// Frame `index` arrived and is about to be segmented; new prompts (for it and the frames
+    /// after it) when it completes a refresh period.
+    fn arrived(&mut self, index: usize, frame: &RgbImage) -> Result<Option<Refreshed>>;
 }
 
 /// A progress bar over the frames of `video` (a running count for a live stream).

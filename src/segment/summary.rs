@@ -80,6 +80,10 @@ pub struct SegmentSummary {
     /// What XMem++ did (`--propagate` runs only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub propagation: Option<PropagationSummary>,
+    /// Frames at which a live run recomputed its prompts (`--refresh`), each segmented with
+    /// the new prompts from then on.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub refreshes: Vec<usize>,
     /// How a live run went (`--online` runs only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub online: Option<OnlineSummary>,
@@ -93,6 +97,8 @@ pub struct StageReport {
     pub warnings: Vec<String>,
     /// What XMem++ did, when it ran.
     pub propagation: Option<PropagationSummary>,
+    /// Frames at which a live run recomputed its prompts.
+    pub refreshes: Vec<usize>,
     /// Seconds per stage so far.
     pub seconds: StageSeconds,
 }
@@ -128,6 +134,7 @@ impl SegmentSummary {
             video,
             propagation: report.propagation,
             online: None,
+            refreshes: report.refreshes,
             seconds: report.seconds,
         }
     }

@@ -44,6 +44,7 @@ pub fn seed_frames(sampling: &crate::sampling::Sampling) -> Vec<usize> {
 /// SAM's 0/255 masks of `frames` for every prompt (as `segment` would write them).
 fn sam_seeds(
     input: &StageInput<'_>,
+    prompts: &[Tensor],
     frames: &BTreeMap<usize, RgbImage>,
     sec: &mut StageSeconds,
 ) -> Result<Vec<BTreeMap<usize, GrayImage>>> {
@@ -52,7 +53,7 @@ fn sam_seeds(
     let dev = model.options.device.clone();
     let info = input.video.info();
     let (w, h) = (info.width as usize, info.height as usize);
-    let mut seeds = vec![BTreeMap::new(); input.prompts.len()];
+    let mut seeds = vec![BTreeMap::new(); prompts.len()];
     let order: Vec<usize> = frames.keys().copied().collect();
     for chunk in order.chunks(input.sam_batch) {
         let t = Instant::now();
@@ -69,7 +70,7 @@ fn sam_seeds(
         dev.synchronize()?;
         sec.sam_encode += t.elapsed().as_secs_f64();
         let t = Instant::now();
-        for (k, sp) in input.prompts.iter().enumerate() {
+        for (k, sp) in prompts.iter().enumerate() {
             let masks = binary_masks(&frame_logits(model, &emb, sp, info)?)?;
             for (i, mut mask) in chunk.iter().zip(masks) {
                 mask.iter_mut().for_each(|v| *v *= 255);
@@ -165,7 +166,7 @@ impl Seeds {
             Ok(())
         })?;
         sec.decode += t.elapsed().as_secs_f64();
-        let masks = sam_seeds(input, &frames, sec)?;
+        let masks = sam_seeds(input, input.prompts, &frames, sec)?;
         let empty = empty_seeds(&masks);
         // XMem2 refuses an object without a single non-empty mask ("No valid masks
         // provided!"); such a prompt is not propagated and gets empty masks.
@@ -221,6 +222,7 @@ fn propagate(
     for frame in input.video.frames()? {
         let f = frame?;
         sec.decode += last.elapsed().as_secs_f64();
+        refresh_seeds(run, input, seeds, f.index, &f.image, sec)?;
         let t = Instant::now();
         let r = run.step(f.index, &f.image, is_last(f.index))?;
         xmem_s += t.elapsed().as_secs_f64();
@@ -248,6 +250,30 @@ fn propagate(
     Ok(xmem_s)
 }
 
+/// With `--refresh`: when frame `index` completes a period, SAM segments the new dense frames
+/// with the new prompts and their masks join each propagated object's permanent memory.
+fn refresh_seeds(
+    run: &mut RunOnVideo<'_>,
+    input: &StageInput<'_>,
+    seeds: &Seeds,
+    index: usize,
+    frame: &RgbImage,
+    sec: &mut StageSeconds,
+) -> Result<()> {
+    let Some(r) = input.refresh else {
+        return Ok(());
+    };
+    let Some(new) = r.borrow_mut().arrived(index, frame)? else {
+        return Ok(());
+    };
+    let masks = sam_seeds(input, &new.prompts, &new.dense, sec)?;
+    let active: Vec<_> = seeds.active.iter().map(|&k| masks[k].clone()).collect();
+    let t = Instant::now();
+    run.add_permanent(&active, &new.dense)?;
+    *sec.xmem.get_or_insert(0.0) += t.elapsed().as_secs_f64();
+    Ok(())
+}
+
 impl MaskStage for XMemPropagation {
     fn run(&mut self, input: &StageInput<'_>, sink: &mut MaskSink, sec: &mut StageSeconds) -> Result<()> {
         let mut seeds = Seeds::read(input, sec)?;
@@ -257,7 +283,8 @@ impl MaskStage for XMemPropagation {
         let mut run = RunOnVideo::new(&xmem, MemoryConfig::default(), &seeds.active_masks(), &frames)?;
         let setup = t.elapsed().as_secs_f64();
         drop(frames);
-        sec.xmem = Some(setup + propagate(&mut run, input, &seeds, sink, sec)?);
+        let stepped = propagate(&mut run, input, &seeds, sink, sec)?;
+        *sec.xmem.get_or_insert(0.0) += setup + stepped;
         let mut done = run.cores().map(|c| c.memory.consolidations);
         let consolidations = (0..seeds.masks.len())
             .map(|k| {

@@ -55,31 +55,10 @@ impl<'a> RunOnVideo<'a> {
                 core: InferenceCore::new(net, config),
                 given: BTreeMap::new(),
             };
-            let order: Vec<usize> = python_set_order(&seed.keys().copied().collect::<Vec<_>>());
-            let mut seen = false;
-            for t in order {
-                let mask = &seed[&t];
-                let m = mask_tensor(mask, &net.device)?;
-                run.given.insert(t, m.clone());
-                let empty = !mask.pixels().any(|p| p[0] > 0);
-                if empty && !seen {
-                    continue;
-                }
-                seen = true;
-                let fk = match keys.get(&t) {
-                    Some(fk) => fk.clone(),
-                    None => {
-                        let img = frames.get(&t).ok_or_else(|| {
-                            Error::Internal(format!("XMem++: frame {t} has a given mask but was not read"))
-                        })?;
-                        let fk = net.encode_key(&frame_tensor(img, &net.device)?.0)?;
-                        keys.insert(t, fk.clone());
-                        fk
-                    }
-                };
-                run.core.put_to_permanent_memory(net, &fk, &m)?;
+            for (&t, mask) in seed {
+                run.given.insert(t, mask_tensor(mask, &net.device)?);
             }
-            if !seen {
+            if !preload(net, &mut run.core, seed, frames, &mut keys, false)? {
                 return Err(Error::Usage(format!(
                     "XMem++ object {k}: every given mask is empty ({NO_VALID_MASKS})"
                 )));
@@ -87,6 +66,21 @@ impl<'a> RunOnVideo<'a> {
             objects.push(run);
         }
         Ok(RunOnVideo { net, objects })
+    }
+
+    /// Adds masks of frames already stepped past (`seeds[k]` for object `k`, each object seen
+    /// before, so an empty mask is kept as an all-background example) to permanent memory, in
+    /// XMem2's preload order; they change later frames only.
+    pub fn add_permanent(
+        &mut self,
+        seeds: &[BTreeMap<usize, GrayImage>],
+        frames: &BTreeMap<usize, RgbImage>,
+    ) -> Result<()> {
+        let mut keys = BTreeMap::new();
+        for (run, seed) in self.objects.iter_mut().zip(seeds) {
+            preload(self.net, &mut run.core, seed, frames, &mut keys, true)?;
+        }
+        Ok(())
     }
 
     /// Steps every object through frame `index` (frames must come in order, all of them);
@@ -116,4 +110,39 @@ impl<'a> RunOnVideo<'a> {
     pub fn cores(&self) -> impl Iterator<Item = &InferenceCore> {
         self.objects.iter().map(|o| &o.core)
     }
+}
+
+/// Writes `seed`'s masks (frame index → mask) into `core`'s permanent memory in the order XMem2
+/// preloads them (a Python `set` of the frame indices), skipping empty masks until the object
+/// has been `seen`; keys are computed once per frame across objects (`keys`). Returns whether
+/// the object has been seen.
+fn preload(
+    net: &XMem,
+    core: &mut InferenceCore,
+    seed: &BTreeMap<usize, GrayImage>,
+    frames: &BTreeMap<usize, RgbImage>,
+    keys: &mut BTreeMap<usize, FrameKey>,
+    mut seen: bool,
+) -> Result<bool> {
+    let order: Vec<usize> = python_set_order(&seed.keys().copied().collect::<Vec<_>>());
+    for t in order {
+        let mask = &seed[&t];
+        if !seen && !mask.pixels().any(|p| p[0] > 0) {
+            continue;
+        }
+        seen = true;
+        let fk = match keys.get(&t) {
+            Some(fk) => fk.clone(),
+            None => {
+                let img = frames.get(&t).ok_or_else(|| {
+                    Error::Internal(format!("XMem++: frame {t} has a given mask but was not read"))
+                })?;
+                let fk = net.encode_key(&frame_tensor(img, &net.device)?.0)?;
+                keys.insert(t, fk.clone());
+                fk
+            }
+        };
+        core.put_to_permanent_memory(net, &fk, &mask_tensor(mask, &net.device)?)?;
+    }
+    Ok(seen)
 }
