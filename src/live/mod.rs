@@ -85,10 +85,7 @@ pub fn segment_online(
     let (window, ended) = fill_window(&rx, online.window);
     if window.is_empty() {
         return Err(match ended {
-            Some(Ending::InputError(e)) => Error::NotAVideo {
-                path: info.path.clone(),
-                reason: e,
-            },
+            Some(Ending::InputError(e)) => Error::Usage(e),
             Some(Ending::Interrupted) => Error::Interrupted,
             _ => Error::NoFrames { path: info.path },
         });

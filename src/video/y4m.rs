@@ -207,7 +207,7 @@ impl<R: Read> Reader<R> {
             None => return Ok(None),
             Some(l) => l,
         };
-        if !line.starts_with(b"FRAME") || line.get(5).is_some_and(|&c| c != b' ') {
+        if !is_frame_line(&line) {
             let shown = String::from_utf8_lossy(&line[..line.len().min(16)]).into_owned();
             return Err(self.corrupt(start, format!("expected a FRAME line, found {shown:?}")));
         }
@@ -238,6 +238,11 @@ impl<R: Read> Reader<R> {
             reason: format!("at byte {at}: {reason}"),
         }
     }
+}
+
+/// Whether `line` is a frame header: `FRAME`, alone or followed by space-separated parameters.
+fn is_frame_line(line: &[u8]) -> bool {
+    line.starts_with(b"FRAME") && line.get(5).is_none_or(|&c| c == b' ')
 }
 
 /// One `\n`-terminated line without the newline; `None` at end of input before any byte; an
@@ -294,7 +299,7 @@ pub fn open_file(path: &Path) -> Result<(VideoInfo, Header)> {
             None => break,
             Some(l) => l,
         };
-        if !line.starts_with(b"FRAME") {
+        if !is_frame_line(&line) {
             return Err(r.corrupt(start, "expected a FRAME line".into()));
         }
         r.offset += line.len() as u64 + 1;
@@ -425,5 +430,20 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("expected a FRAME line"));
+    }
+
+    #[test]
+    fn a_file_counts_only_frames_it_can_read() {
+        // found by fuzzing: `FRAMEN…` was counted as a frame by the file scan, then refused
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.y4m");
+        let mut s = b"YUV4MPEG2 W2 H1 Cmono\nFRAME\n\x01\x02".to_vec();
+        s.extend(b"FRAMEN\n\x01\x02");
+        std::fs::write(&p, &s).unwrap();
+        let e = open_file(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("frame 1") && e.contains("expected a FRAME line"),
+            "{e}"
+        );
     }
 }
