@@ -9,7 +9,8 @@
 #
 #   tools/bench/live.sh MODEL_DIR CLIP_DIR XMEM_PTH [SIZE] [SAM_FRAMES...] -- [XMEM_FRAMES...]
 #
-# Defaults: 320x240, SAM runs of 1000 and 10000 frames, --propagate runs of 100 and 300 frames.
+# Defaults: 320x240, SAM runs of 1000 and 10000 frames, --propagate runs of 100 and 300 frames
+# (`none` skips a kind). EXTRA="--window 4 ..." adds options to every run.
 set -euo pipefail
 model=$1 clip=$2 xmem=$3
 size=${4:-320x240}
@@ -31,7 +32,7 @@ run() { # label frames options...
     ffmpeg -v error "${pace[@]}" -f lavfi -i "testsrc2=size=$size:rate=$rate" -frames:v "$n" -pix_fmt yuv420p \
         -f yuv4mpegpipe - |
         /usr/bin/time -f "%e %M" -o "$work/time" "$bin" segment --video - -p "the object" \
-            --out "$work/out" --force --model "$model" --clip "$clip" --online --json "$@" \
+            --out "$work/out" --force --model "$model" --clip "$clip" --online --json ${EXTRA:-} "$@" \
             > "$work/summary.json" 2> "$work/err" || { cat "$work/err"; exit 1; }
     read -r secs kb < "$work/time"
     python3 - "$work/summary.json" "$label" "$secs" "$kb" <<'PY'
@@ -39,11 +40,13 @@ import json, sys
 s = json.load(open(sys.argv[1]))
 o = s["online"]
 lat = o["latency_after_window_ms"] or {}
-print(f"{sys.argv[2]:<10} {o['segmented']:6d} frames  first mask {o['first_mask_s']:6.2f} s  "
+sec = s["seconds"]
+print(f"{sys.argv[2]:<10} {o['segmented']:6d} frames  first mask {o['first_mask_s']:6.2f} s "
+      f"(clip {sec['clip']:.2f}, llm {sec['llm']:.2f})  "
       f"latency p50 {lat.get('p50', 0):7.1f} p95 {lat.get('p95', 0):7.1f} max {lat.get('max', 0):7.1f} ms  "
       f"{o['frames_per_second']:6.1f} frames/s  dropped {len(o['dropped']):5d}  wall {float(sys.argv[3]):7.1f} s  "
       f"peak RSS {int(sys.argv[4]) / 1024:6.1f} MB")
 PY
 }
-for n in "${sam[@]}"; do run "sam" "$n"; done
-for n in "${prop[@]}"; do run "propagate" "$n" --propagate --xmem "$xmem"; done
+for n in "${sam[@]}"; do [[ $n == none ]] || run "sam" "$n"; done
+for n in "${prop[@]}"; do [[ $n == none ]] || run "propagate" "$n" --propagate --xmem "$xmem"; done
