@@ -83,6 +83,9 @@ impl Header {
         let rest = line
             .strip_prefix(MAGIC)
             .ok_or("it does not start with \"YUV4MPEG2 \" (not a y4m stream)")?;
+        if !rest.is_ascii() {
+            return Err("the header is not ASCII text".into());
+        }
         let text = std::str::from_utf8(rest).map_err(|_| "the header is not ASCII text")?;
         let (mut width, mut height, mut fps) = (None, None, None);
         let (mut chroma, mut full_range) = (Chroma::C420, false);
@@ -398,13 +401,15 @@ mod tests {
 
     #[test]
     fn bad_headers_say_what_is_wrong() {
-        let cases: [(&[u8], &str); 6] = [
+        let cases: [(&[u8], &str); 7] = [
             (b"RIFF", "does not start"),
             (b"YUV4MPEG2 W10", "no W"),
             (b"YUV4MPEG2 W0 H10", "bad W0"),
             (b"YUV4MPEG2 W10 H10 C420p10", "not supported"),
             (b"YUV4MPEG2 W10 H10 F25", "bad frame rate"),
             (b"YUV4MPEG2 W10 H10 Q1", "unknown header field"),
+            // found by fuzzing: a field starting with a multi-byte character
+            ("YUV4MPEG2 W38 \u{8c3d}H30".as_bytes(), "not ASCII"),
         ];
         for (line, want) in cases {
             let e = Header::parse(line).unwrap_err();
