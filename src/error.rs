@@ -131,7 +131,7 @@ pub enum Error {
     /// Any other runtime failure (encoder, serialization, jobs that failed, ...).
     #[error("{0}")]
     Runtime(String),
-    /// Ctrl-C stopped a live run before anything was segmented (exit 130, as a shell reports
+    /// Ctrl-C stopped a live run; what was finished is written (exit 130, as a shell reports
     /// SIGINT).
     #[error("interrupted (Ctrl-C)")]
     Interrupted,

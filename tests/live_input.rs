@@ -106,10 +106,12 @@ fn masks(dir: &Path) -> Vec<(String, Vec<u8>)> {
     v
 }
 
+fn summary(out: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap()
+}
+
 fn online_summary(out: &Path) -> serde_json::Value {
-    let s: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
-    s["online"].clone()
+    summary(out)["online"].clone()
 }
 
 fn tmp() -> tempfile::TempDir {
@@ -426,8 +428,7 @@ fn refresh_recomputes_the_prompt_from_the_last_window() {
         &y4m(12),
     );
     assert!(o.status.success(), "{}", text(&o));
-    let s: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let s = summary(&out);
     assert_eq!(s["refreshes"], serde_json::json!([6, 9]), "{s}");
     let refreshed = masks(&out);
     assert_eq!(refreshed.len(), 12);
@@ -465,8 +466,7 @@ fn refresh_with_propagate_adds_the_new_seeds_to_memory() {
     ];
     let o = feed(spawn(&out, &args), &y4m(6));
     assert!(o.status.success(), "{}", text(&o));
-    let s: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let s = summary(&out);
     assert_eq!(s["refreshes"], serde_json::json!([4]), "{s}");
     let plain = t.path().join("plain");
     let o = feed(

@@ -163,10 +163,8 @@ impl SegmentArgs {
             stream: self.live.stream,
         };
         crate::live::catch_interrupts()?;
-        let run = segment_online(&models.videolisa, input, &prompts, &self.out, &opts, &online)?;
+        let summary = segment_online(&models.videolisa, input, &prompts, &self.out, &opts, &online)?;
         setup.manifest.finish(&self.out)?;
-        let mut summary = run.summary;
-        summary.warnings.extend(run.warnings);
         let ended = match summary
             .online
             .as_ref()

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::model::videolisa::VideoLisa;
 use crate::segment::summary::OnlineSummary;
 use crate::segment::{segment_prepared, PromptSpec, SegmentOptions, SegmentSummary};
-use feed::{Feed, FeedOptions, Input};
+use feed::{Feed, FeedLog, FeedOptions, Input};
 use source::{next_frame, Ending, LiveSource};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,15 +57,8 @@ pub struct OnlineOptions {
     pub stream: Option<StreamFormat>,
 }
 
-/// What a live run did; `summary.online` says how it ended.
-pub struct OnlineRun {
-    /// The summary (also written to `<out>/summary.json`).
-    pub summary: SegmentSummary,
-    /// Outputs that could not be written besides the masks (stdout went away).
-    pub warnings: Vec<String>,
-}
-
-/// Segments `input` as it arrives, for each of `prompts`, into `out`.
+/// Segments `input` as it arrives, for each of `prompts`, into `out`; the summary's `online`
+/// says how the input ended.
 pub fn segment_online(
     model: &VideoLisa,
     input: Input,
@@ -73,7 +66,7 @@ pub fn segment_online(
     out: &Path,
     opts: &SegmentOptions,
     online: &OnlineOptions,
-) -> Result<OnlineRun> {
+) -> Result<SegmentSummary> {
     let clock = Instant::now();
     let info = input.info();
     let feed_opts = FeedOptions {
@@ -90,17 +83,17 @@ pub fn segment_online(
             _ => Error::NoFrames { path: info.path },
         });
     }
-    let fps = crate::output::overlay_fps(info.fps);
-    let size = (info.width, info.height);
     let n = window.len();
-    let observer = Arc::new(Mutex::new(LiveOutput::new(
+    let fps = crate::output::overlay_fps(info.fps);
+    let output = LiveOutput::new(
         online.stream,
         log.clone(),
         clock,
         n,
-        size,
+        (info.width, info.height),
         fps,
-    )));
+    );
+    let observer = Arc::new(Mutex::new(output));
     let source = LiveSource::new(info, window, rx, ended);
     let run_opts = SegmentOptions {
         observer: Some(observer.clone()),
@@ -109,32 +102,33 @@ pub fn segment_online(
     };
     let mut summary = segment_prepared(model, &source, None, prompts, Some(out), &run_opts)?.summary;
     let ending = source.ending().unwrap_or(Ending::Complete);
-    let log = log.lock().expect("never poisoned");
-    let mut online_summary = OnlineSummary {
-        window: n,
-        received: log.received,
-        segmented: summary.frames,
-        dropped: log.dropped.clone(),
-        unprocessed: log.received.saturating_sub(summary.frames + log.dropped.len()),
-        ..OnlineSummary::default()
-    };
-    (online_summary.status, online_summary.error) = match ending {
-        Ending::Complete => ("complete".into(), None),
-        Ending::Interrupted => ("interrupted".into(), None),
-        Ending::InputError(e) => ("input_error".into(), Some(e)),
-    };
-    let broken = observer
-        .lock()
-        .expect("never poisoned")
-        .report(&mut online_summary);
+    let mut online_summary = report(n, &log.lock().expect("never poisoned"), summary.frames, ending);
+    let output = observer.lock().expect("never poisoned");
+    summary.warnings.extend(output.report(&mut online_summary));
     summary.online = Some(online_summary);
     if opts.write_summary {
         crate::json::write_json(&out.join("summary.json"), &summary)?;
     }
-    Ok(OnlineRun {
-        summary,
-        warnings: broken.into_iter().collect(),
-    })
+    Ok(summary)
+}
+
+/// What the feed saw and how the stream ended, for `segmented` frames after a window of `n`.
+fn report(n: usize, log: &FeedLog, segmented: usize, ending: Ending) -> OnlineSummary {
+    let (status, error) = match ending {
+        Ending::Complete => ("complete", None),
+        Ending::Interrupted => ("interrupted", None),
+        Ending::InputError(e) => ("input_error", Some(e)),
+    };
+    OnlineSummary {
+        status: status.into(),
+        error,
+        window: n,
+        received: log.received,
+        segmented,
+        dropped: log.dropped.clone(),
+        unprocessed: log.received.saturating_sub(segmented + log.dropped.len()),
+        ..OnlineSummary::default()
+    }
 }
 
 /// Receives the first `n` frames (fewer when the input ends first); how it ended, if it did.

@@ -88,22 +88,31 @@ impl FrameSource for LiveSource {
             .expect("never poisoned")
             .take()
             .ok_or_else(|| Error::Internal("a live stream can be read only once".into()))?;
-        let known = self.window.iter().cloned().map(Ok);
-        let ended = self.ending().is_some();
-        let later = std::iter::from_fn(move || {
-            if ended {
-                return None;
-            }
-            match next_frame(&rx) {
+        let mut known = self.window.iter();
+        // the input may have ended already while the window filled
+        let mut over = self.ending().is_some();
+        let next = move || -> Option<Result<Frame>> {
+            let got = match known.next() {
+                // Ctrl-C stops the buffered window frames too, not only those still to come
+                Some(_) if interrupted() => Err(Ending::Interrupted),
+                Some(f) => return Some(Ok(f.clone())),
+                None if over => return None,
+                None => next_frame(&rx),
+            };
+            match got {
                 Ok(f) => Some(Ok(f)),
                 Err(end) => {
-                    *self.ending.lock().expect("never poisoned") = Some(end);
+                    over = true;
+                    known = self.window[..0].iter();
+                    let mut slot = self.ending.lock().expect("never poisoned");
+                    if slot.is_none() || end == Ending::Interrupted {
+                        *slot = Some(end);
+                    }
                     None
                 }
             }
-        })
-        .fuse();
-        Ok(Box::new(known.chain(later)))
+        };
+        Ok(Box::new(std::iter::from_fn(next)))
     }
 
     fn visit(&self, indices: &[usize], f: &mut dyn FnMut(usize, &RgbImage) -> Result<()>) -> Result<()> {

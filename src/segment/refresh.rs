@@ -100,7 +100,7 @@ impl PromptRefresh for Refresher<'_> {
             self.recent.pop_front();
         }
         self.seen += 1;
-        if self.seen <= window || (self.seen - window) % self.every != 0 {
+        if self.seen <= window || !(self.seen - window).is_multiple_of(self.every) {
             return Ok(None);
         }
         self.at.push(index);
