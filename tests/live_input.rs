@@ -480,3 +480,34 @@ fn refresh_with_propagate_adds_the_new_seeds_to_memory() {
     // up to the refresh nothing changes
     assert!(masks(&plain)[..4] == masks(&out)[..4]);
 }
+
+#[test]
+fn a_fifo_is_read_as_it_is_written_online_and_offline() {
+    let t = tmp();
+    let file = t.path().join("clip.y4m");
+    std::fs::write(&file, y4m(6)).unwrap();
+    offline(&file, &t.path().join("file"), &[]);
+    for (name, extra) in [("online", vec!["--online", "--window", "6"]), ("offline", vec![])] {
+        let fifo = t.path().join(format!("{name}.y4m"));
+        assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let path = fifo.clone();
+        // the producer opens the FIFO for writing, which waits for the reader to open it
+        let producer = std::thread::spawn(move || std::fs::write(&path, y4m(6)).unwrap());
+        let out = t.path().join(name);
+        let mut args = vec![
+            "segment",
+            "--video",
+            fifo.to_str().unwrap(),
+            "-p",
+            "the bright square",
+        ];
+        args.extend(["--out", out.to_str().unwrap()]);
+        let tiny = tiny_args();
+        args.extend(tiny.iter().map(String::as_str));
+        args.extend(extra);
+        let o = common::videolisa(&args);
+        producer.join().unwrap();
+        assert!(o.status.success(), "{name}: {}", text(&o));
+        assert!(masks(&out) == masks(&t.path().join("file")), "{name}");
+    }
+}
