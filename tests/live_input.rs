@@ -16,8 +16,13 @@ const H: usize = 48;
 
 /// A y4m 4:2:0 stream of `n` frames: a bright square moving over a gradient.
 fn y4m(n: usize) -> Vec<u8> {
+    y4m_range(0, n)
+}
+
+/// The frames `from..to` of the test stream as a stream of their own.
+fn y4m_range(from: usize, to: usize) -> Vec<u8> {
     let mut s = format!("YUV4MPEG2 W{W} H{H} F10:1 Ip A1:1 C420jpeg\n").into_bytes();
-    for i in 0..n {
+    for i in from..to {
         s.extend(frame(i));
     }
     s
@@ -70,6 +75,12 @@ fn feed(mut child: Child, bytes: &[u8]) -> std::process::Output {
     let o = child.wait_with_output().unwrap();
     writer.join().unwrap();
     o
+}
+
+/// Feeds `bytes` to `segment --video - ARGS --out out`, which must succeed.
+fn fed_ok(out: &Path, args: &[&str], bytes: &[u8]) {
+    let o = feed(spawn(out, args), bytes);
+    assert!(o.status.success(), "{}", text(&o));
 }
 
 /// `videolisa segment` offline (no pipe) on `video`.
@@ -150,8 +161,7 @@ fn online_matches_offline(extra: &[&str], frames: usize, window: usize) {
     let w = frames.to_string();
     let mut args = vec!["--online", "--window", &w];
     args.extend(extra);
-    let o = feed(spawn(&t.path().join("online"), &args), &y4m(frames));
-    assert!(o.status.success(), "{}", text(&o));
+    fed_ok(&t.path().join("online"), &args, &y4m(frames));
     assert!(
         masks(&t.path().join("offline")) == masks(&t.path().join("online")),
         "full window"
@@ -163,8 +173,7 @@ fn online_matches_offline(extra: &[&str], frames: usize, window: usize) {
     let w = window.to_string();
     let mut args = vec!["--online", "--window", &w];
     args.extend(extra);
-    let o = feed(spawn(&t.path().join("online_w"), &args), &y4m(frames));
-    assert!(o.status.success(), "{}", text(&o));
+    fed_ok(&t.path().join("online_w"), &args, &y4m(frames));
     let online = masks(&t.path().join("online_w"));
     assert_eq!(online.len(), frames);
     assert!(
@@ -234,11 +243,11 @@ fn jsonl_lines_arrive_while_the_producer_is_still_writing() {
 fn a_fast_producer_loses_nothing_by_default_and_drops_with_drop() {
     let t = tmp();
     let lossless = t.path().join("lossless");
-    let o = feed(
-        spawn(&lossless, &["--online", "--window", "2", "--queue", "1"]),
+    fed_ok(
+        &lossless,
+        &["--online", "--window", "2", "--queue", "1"],
         &y4m(40),
     );
-    assert!(o.status.success(), "{}", text(&o));
     let s = online_summary(&lossless);
     assert_eq!(
         (s["segmented"].as_u64(), s["dropped"].as_array().unwrap().len()),
@@ -247,14 +256,11 @@ fn a_fast_producer_loses_nothing_by_default_and_drops_with_drop() {
     assert_eq!(masks(&lossless).len(), 40);
 
     let dropping = t.path().join("drop");
-    let o = feed(
-        spawn(
-            &dropping,
-            &["--online", "--window", "2", "--queue", "1", "--drop"],
-        ),
+    fed_ok(
+        &dropping,
+        &["--online", "--window", "2", "--queue", "1", "--drop"],
         &y4m(40),
     );
-    assert!(o.status.success(), "{}", text(&o));
     let s = online_summary(&dropping);
     let dropped: Vec<u64> = s["dropped"]
         .as_array()
@@ -402,19 +408,9 @@ fn offline_reads_a_piped_stream_to_its_end() {
     let file = t.path().join("clip.y4m");
     std::fs::write(&file, y4m(5)).unwrap();
     offline(&file, &t.path().join("file"), &[]);
-    let o = feed(spawn(&t.path().join("pipe"), &[]), &y4m(5));
-    assert!(o.status.success(), "{}", text(&o));
+    fed_ok(&t.path().join("pipe"), &[], &y4m(5));
     assert!(masks(&t.path().join("file")) == masks(&t.path().join("pipe")));
     assert_eq!(summary(&t.path().join("pipe"))["video"]["path"], "-");
-}
-
-/// The frames `from..to` of the test stream as a stream of their own.
-fn y4m_range(from: usize, to: usize) -> Vec<u8> {
-    let mut s = y4m(0);
-    for i in from..to {
-        s.extend(frame(i));
-    }
-    s
 }
 
 #[test]
@@ -423,11 +419,7 @@ fn refresh_recomputes_the_prompt_from_the_last_window() {
     // stream that starts at frame 6 and has the window 6..=9 gets the prompt of refresh 9
     let t = tmp();
     let out = t.path().join("o");
-    let o = feed(
-        spawn(&out, &["--online", "--window", "4", "--refresh", "3"]),
-        &y4m(12),
-    );
-    assert!(o.status.success(), "{}", text(&o));
+    fed_ok(&out, &["--online", "--window", "4", "--refresh", "3"], &y4m(12));
     let s = summary(&out);
     assert_eq!(s["refreshes"], serde_json::json!([6, 9]), "{s}");
     let refreshed = masks(&out);
@@ -435,15 +427,13 @@ fn refresh_recomputes_the_prompt_from_the_last_window() {
 
     // frames 0..6 keep the first window's prompt: as without --refresh
     let plain = t.path().join("plain");
-    let o = feed(spawn(&plain, &["--online", "--window", "4"]), &y4m(12));
-    assert!(o.status.success(), "{}", text(&o));
+    fed_ok(&plain, &["--online", "--window", "4"], &y4m(12));
     assert!(masks(&plain)[..6] == refreshed[..6]);
 
     // frames 9..12 are segmented with the prompt of frames 6..=9, exactly as a run whose first
     // window is those frames segments them (mask files are named by arrival index there)
     let later = t.path().join("later");
-    let o = feed(spawn(&later, &["--online", "--window", "4"]), &y4m_range(6, 12));
-    assert!(o.status.success(), "{}", text(&o));
+    fed_ok(&later, &["--online", "--window", "4"], &y4m_range(6, 12));
     let later: Vec<Vec<u8>> = masks(&later).into_iter().map(|(_, m)| m).collect();
     let tail: Vec<Vec<u8>> = refreshed[9..].iter().map(|(_, m)| m.clone()).collect();
     assert!(later[3..] == tail[..], "frames 9..12");
@@ -464,19 +454,15 @@ fn refresh_with_propagate_adds_the_new_seeds_to_memory() {
         "--xmem",
         &x,
     ];
-    let o = feed(spawn(&out, &args), &y4m(6));
-    assert!(o.status.success(), "{}", text(&o));
+    fed_ok(&out, &args, &y4m(6));
     let s = summary(&out);
     assert_eq!(s["refreshes"], serde_json::json!([4]), "{s}");
     let plain = t.path().join("plain");
-    let o = feed(
-        spawn(
-            &plain,
-            &["--online", "--window", "3", "--propagate", "--xmem", &x],
-        ),
+    fed_ok(
+        &plain,
+        &["--online", "--window", "3", "--propagate", "--xmem", &x],
         &y4m(6),
     );
-    assert!(o.status.success(), "{}", text(&o));
     // up to the refresh nothing changes
     assert!(masks(&plain)[..4] == masks(&out)[..4]);
 }

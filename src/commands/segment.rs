@@ -13,7 +13,7 @@ use crate::run_manifest::{
 };
 use crate::sampling::Sampling;
 use crate::segment::{segment, PromptSpec, SegmentOptions, SegmentSummary};
-use crate::setup::RunSetup;
+use crate::setup::{Models, RunSetup};
 use crate::shard::Shard;
 use crate::tokenizer::check_instruction;
 use crate::video::Video;
@@ -135,24 +135,10 @@ impl SegmentArgs {
                 "--json and --stream both write to stdout; choose one".into(),
             ));
         }
-        let xmem = self.propagation.spec(self.model.offline)?;
-        let prompts = self.prompts()?;
-        let (sparse, dense) = (self.model.sparse, self.model.dense);
-        Sampling::check(sparse, dense)?;
-        check_output_folder(&self.out, self.force)?;
-        let input = Input::open(&self.video)?;
-        let _lock = FolderLock::acquire(&self.out, "segment", Shard::WHOLE)?;
-        let mut setup = RunSetup::new("segment", &self.model.load_spec(), xmem.as_ref(), sparse, dense)?;
-        self.describe(&mut setup.manifest, &prompts);
-        if !is_stream(&self.video) {
-            self.check_input_is_kept(&setup.manifest)?;
-        }
-        let models = setup.load()?;
-        prepare_replace(&self.out, &mut setup.manifest, self.force)?;
-        let fps = input.info().fps;
+        let mut run = self.prepare(|| Input::open(&self.video))?;
         let opts = SegmentOptions {
-            formats: self.output.formats(fps),
-            propagate: models.xmem,
+            formats: self.output.formats(run.input.info().fps),
+            propagate: run.models.xmem.clone(),
             refresh: self.live.refresh,
             ..self.model.segment_options()
         };
@@ -163,20 +149,10 @@ impl SegmentArgs {
             stream: self.live.stream,
         };
         crate::live::catch_interrupts()?;
-        let summary = segment_online(&models.videolisa, input, &prompts, &self.out, &opts, &online)?;
-        setup.manifest.finish(&self.out)?;
-        let ended = match summary
-            .online
-            .as_ref()
-            .map(|o| (o.status.as_str(), o.error.clone()))
-        {
-            Some(("interrupted", _)) => Err(Error::Interrupted),
-            Some((_, Some(e))) => Err(Error::Usage(format!(
-                "the input failed after {} frames (their masks and summary.json are written): {e}",
-                summary.frames
-            ))),
-            _ => Ok(()),
-        };
+        let videolisa = &run.models.videolisa;
+        let summary = segment_online(videolisa, run.input, &run.prompts, &self.out, &opts, &online)?;
+        run.setup.manifest.finish(&self.out)?;
+        let ended = how_it_ended(&summary);
         Ok((summary, ended))
     }
 
@@ -184,30 +160,47 @@ impl SegmentArgs {
     /// models, and segments into `--out`, which then holds exactly this run's results with
     /// its run manifest; returns the summary (also written to `<out>/summary.json`).
     pub fn segment(&self) -> Result<SegmentSummary> {
+        let mut run = self.prepare(|| open_video(&self.video))?;
+        let (video, _spool) = &run.input;
+        let opts = SegmentOptions {
+            formats: self.output.formats(video.info().fps),
+            dump: self.dump.clone(),
+            propagate: run.models.xmem.clone(),
+            ..self.model.segment_options()
+        };
+        let summary = segment(&run.models.videolisa, video, &run.prompts, Some(&self.out), &opts)?.summary;
+        run.setup.manifest.finish(&self.out)?;
+        Ok(summary)
+    }
+
+    /// What both modes do before segmenting, in order: the options and prompts, the output
+    /// folder, the input (`open`), the dump folder, the folder lock, the manifest (refusing an
+    /// input inside what the run replaces), the models, then the earlier run is cleared.
+    fn prepare<T>(&self, open: impl FnOnce() -> Result<T>) -> Result<Prepared<T>> {
         let xmem = self.propagation.spec(self.model.offline)?;
         let prompts = self.prompts()?;
         let (sparse, dense) = (self.model.sparse, self.model.dense);
         Sampling::check(sparse, dense)?;
         check_output_folder(&self.out, self.force)?;
-        let (video, _spool) = open_video(&self.video)?;
+        let input = open()?;
         if let Some(dump) = &self.dump {
             check_writable(dump)?;
         }
-        let _lock = FolderLock::acquire(&self.out, "segment", Shard::WHOLE)?;
+        let lock = FolderLock::acquire(&self.out, "segment", Shard::WHOLE)?;
         let mut setup = RunSetup::new("segment", &self.model.load_spec(), xmem.as_ref(), sparse, dense)?;
         self.describe(&mut setup.manifest, &prompts);
-        self.check_input_is_kept(&setup.manifest)?;
+        if !is_stream(&self.video) {
+            self.check_input_is_kept(&setup.manifest)?;
+        }
         let models = setup.load()?;
         prepare_replace(&self.out, &mut setup.manifest, self.force)?;
-        let opts = SegmentOptions {
-            formats: self.output.formats(video.info().fps),
-            dump: self.dump.clone(),
-            propagate: models.xmem,
-            ..self.model.segment_options()
-        };
-        let summary = segment(&models.videolisa, &video, &prompts, Some(&self.out), &opts)?.summary;
-        setup.manifest.finish(&self.out)?;
-        Ok(summary)
+        Ok(Prepared {
+            input,
+            prompts,
+            setup,
+            models,
+            _lock: lock,
+        })
     }
 
     /// Refuses an input inside what this run replaces in `--out` (its own entries, and those of
@@ -264,6 +257,28 @@ impl SegmentArgs {
         }
         m.entries = prompts.iter().map(|p| p.dir.clone()).collect();
         m.entries.push("summary.json".into());
+    }
+}
+
+/// A `segment` run ready to segment: what [`SegmentArgs::prepare`] checked, opened and loaded.
+struct Prepared<T> {
+    input: T,
+    prompts: Vec<PromptSpec>,
+    setup: RunSetup,
+    models: Models,
+    _lock: FolderLock,
+}
+
+/// A live run's outcome as an error after its summary is written: Ctrl-C (exit 130) or an
+/// input that broke mid-stream (exit 2).
+fn how_it_ended(summary: &SegmentSummary) -> Result<()> {
+    match summary.online.as_ref().map(|o| (o.status.as_str(), &o.error)) {
+        Some(("interrupted", _)) => Err(Error::Interrupted),
+        Some((_, Some(e))) => Err(Error::Usage(format!(
+            "the input failed after {} frames (their masks and summary.json are written): {e}",
+            summary.frames
+        ))),
+        _ => Ok(()),
     }
 }
 

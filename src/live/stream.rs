@@ -108,7 +108,7 @@ impl LiveOutput {
     fn write(
         &mut self,
         index: usize,
-        masks: &[Vec<u8>],
+        masks: &[GrayImage],
         frame: Option<&RgbImage>,
         arrived: f64,
         done: f64,
@@ -134,19 +134,15 @@ impl LiveOutput {
     fn write_line(
         &mut self,
         index: usize,
-        masks: &[Vec<u8>],
+        masks: &[GrayImage],
         arrived: f64,
         done: f64,
     ) -> std::io::Result<()> {
-        let (w, h) = self.size;
         let prompts = masks
             .iter()
-            .map(|m| {
-                let img = GrayImage::from_raw(w, h, m.clone()).expect("a mask has the frame size");
-                PromptLine {
-                    foreground: m.iter().map(|&v| u64::from(v)).sum(),
-                    rle: Rle::encode(&img),
-                }
+            .map(|m| PromptLine {
+                foreground: m.as_raw().iter().map(|&v| u64::from(v)).sum(),
+                rle: Rle::encode(m),
             })
             .collect();
         let line = FrameLine {
@@ -161,7 +157,7 @@ impl LiveOutput {
         self.out.flush()
     }
 
-    fn write_overlay(&mut self, masks: &[Vec<u8>], frame: &RgbImage) -> std::io::Result<()> {
+    fn write_overlay(&mut self, masks: &[GrayImage], frame: &RgbImage) -> std::io::Result<()> {
         let (w, h) = self.size;
         if !self.header_written {
             let rate = (self.fps * 1000.0).round() as u64;
@@ -174,7 +170,7 @@ impl LiveOutput {
         // later prompts are drawn over earlier ones, each in its own colour
         let mut ids = vec![0u8; (w * h) as usize];
         for (k, m) in masks.iter().enumerate() {
-            for (id, &v) in ids.iter_mut().zip(m) {
+            for (id, &v) in ids.iter_mut().zip(m.as_raw()) {
                 if v != 0 {
                     *id = (k + 1).min(255) as u8;
                 }
@@ -210,7 +206,7 @@ impl FrameObserver for LiveOutput {
         self.format == Some(StreamFormat::Y4m)
     }
 
-    fn frame_done(&mut self, index: usize, masks: &[Vec<u8>], frame: Option<&RgbImage>) -> Result<()> {
+    fn frame_done(&mut self, index: usize, masks: &[GrayImage], frame: Option<&RgbImage>) -> Result<()> {
         let done = self.clock.elapsed().as_secs_f64();
         let arrived = self.log.lock().expect("never poisoned").arrived.remove(&index);
         let arrived = arrived.unwrap_or(done);

@@ -15,9 +15,8 @@ use std::sync::{Arc, Mutex};
 pub trait FrameObserver: Send + std::fmt::Debug {
     /// Whether [`FrameObserver::frame_done`] needs the frame itself.
     fn needs_frames(&self) -> bool;
-    /// Frame `index` is done: each prompt's 0/1 mask (frame size, row-major), and the frame
-    /// when asked for.
-    fn frame_done(&mut self, index: usize, masks: &[Vec<u8>], frame: Option<&RgbImage>) -> Result<()>;
+    /// Frame `index` is done: each prompt's 0/1 mask, and the frame when asked for.
+    fn frame_done(&mut self, index: usize, masks: &[GrayImage], frame: Option<&RgbImage>) -> Result<()>;
 }
 
 /// A [`FrameObserver`] shared between the run and whoever reads what it gathered.
@@ -25,7 +24,7 @@ pub type SharedObserver = Arc<Mutex<dyn FrameObserver>>;
 
 /// A frame some of whose prompts' masks are written.
 struct Pending {
-    masks: Vec<Option<Vec<u8>>>,
+    masks: Vec<Option<GrayImage>>,
     frame: Option<RgbImage>,
 }
 
@@ -122,22 +121,21 @@ impl MaskSink {
     ) -> Result<()> {
         self.foreground[k] += mask.iter().map(|&v| u64::from(v)).sum::<u64>();
         self.frames += usize::from(k == 0);
-        let kept = self.observer.is_some().then(|| mask.clone());
+        let ids = GrayImage::from_raw(self.width, self.height, mask).ok_or_else(|| {
+            Error::Internal(format!("a mask of frame {index} does not have the frame size"))
+        })?;
         if let Some(ws) = self.writers.as_mut() {
-            let ids = GrayImage::from_raw(self.width, self.height, mask).ok_or_else(|| {
-                Error::Internal(format!("a mask of frame {index} does not have the frame size"))
-            })?;
             ws[k].push(&self.info.frame_name(index), frame, &ids)?;
         }
-        match kept {
-            Some(mask) => self.observed(k, index, frame, mask),
-            None => Ok(()),
+        if self.observer.is_some() {
+            self.observed(k, index, frame, ids)?;
         }
+        Ok(())
     }
 
     /// Keeps prompt `k`'s mask of frame `index` until every prompt's is there, then tells the
     /// observer.
-    fn observed(&mut self, k: usize, index: usize, frame: Option<&RgbImage>, mask: Vec<u8>) -> Result<()> {
+    fn observed(&mut self, k: usize, index: usize, frame: Option<&RgbImage>, mask: GrayImage) -> Result<()> {
         let n = self.foreground.len();
         let p = self.pending.entry(index).or_insert_with(|| Pending {
             masks: vec![None; n],
@@ -151,7 +149,7 @@ impl MaskSink {
             return Ok(());
         }
         let p = self.pending.remove(&index).expect("the entry was just filled");
-        let masks: Vec<Vec<u8>> = p.masks.into_iter().flatten().collect();
+        let masks: Vec<GrayImage> = p.masks.into_iter().flatten().collect();
         let observer = self.observer.as_ref().expect("only observed with an observer");
         let mut o = observer
             .lock()

@@ -205,9 +205,23 @@ impl<R: Read> Reader<R> {
     /// The next frame's planes, or `None` at the end of the stream (between frames). A frame
     /// cut short or a damaged `FRAME` line is an error naming the frame and byte offset.
     pub fn next_planes(&mut self) -> Result<Option<&[u8]>> {
+        if !self.frame_line()? {
+            return Ok(None);
+        }
+        let got = read_full(&mut self.input, &mut self.buf).map_err(|e| Error::io(&self.path, e))?;
+        if got < self.buf.len() {
+            return Err(self.cut_short(got));
+        }
+        self.offset += got as u64;
+        self.next += 1;
+        Ok(Some(&self.buf))
+    }
+
+    /// Reads the next `FRAME` line (false at the end of the stream, between frames).
+    fn frame_line(&mut self) -> Result<bool> {
         let start = self.offset;
         let line = match read_line(&mut self.input, &self.path)? {
-            None => return Ok(None),
+            None => return Ok(false),
             Some(l) => l,
         };
         if !is_frame_line(&line) {
@@ -215,17 +229,16 @@ impl<R: Read> Reader<R> {
             return Err(self.corrupt(start, format!("expected a FRAME line, found {shown:?}")));
         }
         self.offset += line.len() as u64 + 1;
-        let got = read_full(&mut self.input, &mut self.buf).map_err(|e| Error::io(&self.path, e))?;
-        if got < self.buf.len() {
-            let msg = format!(
-                "the stream ends inside the frame ({got} of {} bytes)",
-                self.buf.len()
-            );
-            return Err(self.corrupt(self.offset, msg));
-        }
-        self.offset += got as u64;
-        self.next += 1;
-        Ok(Some(&self.buf))
+        Ok(true)
+    }
+
+    /// The error for a frame whose planes end after `got` bytes.
+    fn cut_short(&self, got: usize) -> Error {
+        let msg = format!(
+            "the input ends inside the frame ({got} of {} bytes)",
+            self.buf.len()
+        );
+        self.corrupt(self.offset, msg)
     }
 
     /// The next frame as RGB (see [`Reader::next_planes`]).
@@ -294,33 +307,17 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 /// planes are skipped, not read). A frame cut short is an error naming it and its offset.
 pub fn open_file(path: &Path) -> Result<(VideoInfo, Header)> {
     let file = std::fs::File::open(path).map_err(|e| Error::input(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     let mut r = Reader::new(std::io::BufReader::new(file), path)?;
-    let skip = r.header.frame_bytes() as i64;
-    loop {
-        let start = r.offset;
-        let line = match read_line(&mut r.input, path)? {
-            None => break,
-            Some(l) => l,
-        };
-        if !is_frame_line(&line) {
-            return Err(r.corrupt(start, "expected a FRAME line".into()));
+    let skip = r.header.frame_bytes() as u64;
+    while r.frame_line()? {
+        if r.offset + skip > len {
+            return Err(r.cut_short((len - r.offset) as usize));
         }
-        r.offset += line.len() as u64 + 1;
-        r.input.seek_relative(skip).map_err(|e| Error::io(path, e))?;
-        let len = r
-            .input
-            .get_ref()
-            .metadata()
-            .map_err(|e| Error::io(path, e))?
-            .len();
-        if r.offset + skip as u64 > len {
-            let got = len - r.offset;
-            return Err(r.corrupt(
-                r.offset,
-                format!("the file ends inside the frame ({got} of {skip} bytes)"),
-            ));
-        }
-        r.offset += skip as u64;
+        r.input
+            .seek_relative(skip as i64)
+            .map_err(|e| Error::io(path, e))?;
+        r.offset += skip;
         r.next += 1;
     }
     if r.next == 0 {
