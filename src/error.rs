@@ -1,6 +1,6 @@
 //! Typed errors of the library: callers branch on the variant, the CLI maps them to exit codes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Everything that can go wrong inside the library.
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +149,26 @@ impl Error {
             Error::Io { .. } | Error::Runtime(_) | Error::Candle(_) | Error::Internal(_) => 1,
             _ => 2,
         }
+    }
+
+    /// The same error naming the input `to` where it named `from` (a stream read into a
+    /// temporary file is reported under the name the user gave).
+    pub fn relabel(mut self, from: &Path, to: &Path) -> Self {
+        match &mut self {
+            Error::NotFound { path }
+            | Error::NotAVideo { path, .. }
+            | Error::UnsupportedCodec { path, .. }
+            | Error::CorruptVideo { path, .. }
+            | Error::NoFrames { path }
+            | Error::CorruptFrame { path, .. }
+            | Error::Io { path, .. }
+                if path == from =>
+            {
+                *path = to.to_path_buf();
+            }
+            _ => {}
+        }
+        self
     }
 
     /// Wraps an `std::io::Error` with the path it concerns.

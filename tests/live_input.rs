@@ -497,3 +497,27 @@ fn a_fifo_is_read_as_it_is_written_online_and_offline() {
         assert!(masks(&out) == masks(&t.path().join("file")), "{name}");
     }
 }
+
+#[test]
+fn a_bad_piped_stream_is_named_as_given_not_by_its_temporary_copy() {
+    // found by trying: offline, stdin is read into a temporary file, and errors named that file
+    let t = tmp();
+    let mut cut = y4m(3);
+    cut.truncate(cut.len() - 100);
+    let cases: [(&[u8], &[&str], &str); 4] = [
+        (b"", &[], "-: not a video"),
+        (b"YUV4MPEG2 W4 H4\n", &[], "-: the video has zero frames"),
+        (&cut, &[], "-: frame 2 could not be decoded"),
+        (
+            b"YUV4MPEG2 W4 H4\n",
+            &["--online"],
+            "-: the video has zero frames",
+        ),
+    ];
+    for (k, (bytes, args, want)) in cases.into_iter().enumerate() {
+        let o = feed(spawn(&t.path().join(format!("o{k}")), args), bytes);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(text(&o).contains(want), "case {k}: {}", text(&o));
+        assert!(!text(&o).contains("/tmp"), "case {k}: {}", text(&o));
+    }
+}

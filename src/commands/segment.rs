@@ -299,7 +299,9 @@ fn open_video(path: &Path) -> Result<(Video, Option<tempfile::TempPath>)> {
         std::io::copy(&mut from, &mut to)
     };
     copied.map_err(|e| Error::io(&spool, e))?;
-    let video = Video::open(&spool)?.labelled(path);
+    let video = Video::open(&spool)
+        .map_err(|e| e.relabel(&spool, path))?
+        .labelled(path);
     Ok((video, Some(spool)))
 }
 
