@@ -142,7 +142,7 @@ fn check(dir: &std::path::Path) {
         ("f16", fk.f16.squeeze(0).unwrap()),
         ("f8_s2", strided(&fk.f8, 2)),
         ("f4_s4", strided(&fk.f4, 4)),
-        ("value", value.squeeze(0).unwrap()),
+        ("value", value[0].squeeze(0).unwrap()),
     ] {
         worst = worst.max(rel(&format!("pre0.{name}"), &ours, &exp[&format!("pre0.{name}")]));
     }
@@ -176,7 +176,7 @@ fn check(dir: &std::path::Path) {
             "consolidations after {ev}"
         );
         let s = &r.steps[0];
-        if let (Some(reference), Some(ours)) = (exp.get(&format!("{ev}.readout")), &s.readout) {
+        if let (Some(reference), Some(ours)) = (exp.get(&format!("{ev}.readout")), s.readout.first()) {
             let margin: Vec<f32> = exp[&format!("{ev}.topk_margin")].to_vec1().unwrap();
             let stable: Vec<u32> = (0..margin.len() as u32)
                 .filter(|&q| margin[q as usize] >= MARGIN)
@@ -200,10 +200,10 @@ fn check(dir: &std::path::Path) {
             );
         }
         let checks: Vec<(&str, Option<Tensor>)> = vec![
-            ("logits4", s.logits4.clone()),
-            ("value", s.value.clone()),
-            ("hidden", core.hidden.clone()),
-            ("value_hidden", core.hidden.clone()),
+            ("logits4", s.logits4.first().cloned()),
+            ("value", s.value.first().cloned()),
+            ("hidden", core.hidden.first().cloned()),
+            ("value_hidden", core.hidden.first().cloned()),
             ("key", Some(r.key.key.clone())),
             ("f16", Some(r.key.f16.clone())),
         ];

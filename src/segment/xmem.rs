@@ -126,10 +126,10 @@ impl Dump {
         put(format!("xmem.frame_{index}.selection"), &r.key.selection)?;
         for (&k, s) in active.iter().zip(&r.steps) {
             put(format!("prompt_{k}.xmem.frame_{index}.prob"), &s.prob)?;
-            if let Some(t) = &s.readout {
+            if let Some(t) = s.readout.first() {
                 put(format!("prompt_{k}.xmem.frame_{index}.readout"), t)?;
             }
-            if let Some(t) = &s.logits4 {
+            if let Some(t) = s.logits4.first() {
                 put(format!("prompt_{k}.xmem.frame_{index}.logits4"), t)?;
             }
         }

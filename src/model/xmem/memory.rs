@@ -8,7 +8,7 @@
 //! pixel and reading it out as a gather costs `k·C_v` per pixel where the reference's dense
 //! product costs `N·C_v`.
 
-use crate::Result;
+use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
@@ -45,7 +45,7 @@ impl Default for MemoryConfig {
     }
 }
 
-/// One key/value store (`KeyValueMemoryStore`, one object group).
+/// One key/value store (`KeyValueMemoryStore`): keys shared by every object, values per object.
 #[derive(Debug, Clone, Default)]
 pub struct KvStore {
     /// `[C_k, N]`.
@@ -54,8 +54,9 @@ pub struct KvStore {
     pub shrinkage: Option<Tensor>,
     /// `[C_k, N]`; long-term memory has none.
     pub selection: Option<Tensor>,
-    /// `N` rows of `C_v` values.
-    pub value: Vec<f32>,
+    /// Per object, rows of `C_v` values for the store's last elements: an object that entered
+    /// after the store held elements has no value for those (XMem2's object groups).
+    pub values: Vec<Vec<f32>>,
     /// Summed affinity each element received (usage-counting stores only).
     pub use_count: Vec<f32>,
     /// Reads each element took part in, from 1e-7.
@@ -75,27 +76,45 @@ impl KvStore {
         self.use_count.len()
     }
 
-    /// Appends elements (`add`): keys `[C_k, n]`, values as `n` rows.
+    /// Appends `n` elements (`add`): keys `[C_k, n]`, and per object `n` rows of values; objects
+    /// beyond those held so far start here.
     pub fn add(
         &mut self,
         key: &Tensor,
         shrinkage: &Tensor,
         selection: Option<&Tensor>,
-        value: &[f32],
+        values: &[Vec<f32>],
     ) -> Result<()> {
+        if values.len() < self.values.len() {
+            return Err(Error::Internal(format!(
+                "XMem memory: {} objects' values added to a store holding {}",
+                values.len(),
+                self.values.len()
+            )));
+        }
         let n = key.dim(1)?;
         self.key = Some(cat_opt(&self.key, key)?);
         self.shrinkage = Some(cat_opt(&self.shrinkage, shrinkage)?);
         if let Some(s) = selection {
             self.selection = Some(cat_opt(&self.selection, s)?);
         }
-        self.value.extend_from_slice(value);
+        self.values.resize(values.len(), Vec::new());
+        for (held, new) in self.values.iter_mut().zip(values) {
+            held.extend_from_slice(new);
+        }
         self.use_count.extend(std::iter::repeat_n(0.0, n));
         self.life_count.extend(std::iter::repeat_n(1e-7, n));
         Ok(())
     }
 
-    /// Keeps the elements whose `keep` is true, in order.
+    /// Object `o`'s value of element `i` (`None` where the object had not entered yet).
+    fn value(&self, o: usize, i: usize, cv: usize) -> Option<&[f32]> {
+        let v = &self.values[o];
+        let first = self.size() - v.len() / cv;
+        (i >= first).then(|| &v[(i - first) * cv..(i - first + 1) * cv])
+    }
+
+    /// Keeps the elements whose `keep` is true, in order (every object must cover them all).
     fn retain(&mut self, keep: &[bool], cv: usize) -> Result<()> {
         let idx: Vec<u32> = (0..keep.len() as u32).filter(|&i| keep[i as usize]).collect();
         let dev = self
@@ -110,11 +129,18 @@ impl KvStore {
         self.key = pick(&self.key)?;
         self.shrinkage = pick(&self.shrinkage)?;
         self.selection = pick(&self.selection)?;
-        let mut value = Vec::with_capacity(idx.len() * cv);
-        for &i in &idx {
-            value.extend_from_slice(&self.value[i as usize * cv..(i as usize + 1) * cv]);
+        for v in &mut self.values {
+            if v.len() != keep.len() * cv {
+                return Err(Error::Internal(
+                    "XMem memory: elements removed from a store an object covers only in part".into(),
+                ));
+            }
+            let mut kept = Vec::with_capacity(idx.len() * cv);
+            for &i in &idx {
+                kept.extend_from_slice(&v[i as usize * cv..(i as usize + 1) * cv]);
+            }
+            *v = kept;
         }
-        self.value = value;
         self.use_count = idx.iter().map(|&i| self.use_count[i as usize]).collect();
         self.life_count = idx.iter().map(|&i| self.life_count[i as usize]).collect();
         Ok(())
@@ -191,7 +217,21 @@ fn with_host_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     Ok(f(&v))
 }
 
-/// `MemoryManager` for one object: the three stores and the consolidation between them.
+/// Objects that entered memory with the same given frame (XMem2's object group): they read
+/// the same memory elements, so they share one top-k affinity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    /// The objects (indices into the per-object values).
+    pub objects: std::ops::Range<usize>,
+    /// Permanent-memory elements before the group entered (it has no values for them).
+    pub perm_start: usize,
+}
+
+/// A query pixel's top-k elements and weights, per group.
+type Rows = Vec<Vec<(u32, f32)>>;
+
+/// `MemoryManager`: the three stores shared by a run's objects, and the consolidation between
+/// them.
 #[derive(Debug, Clone)]
 pub struct MemoryManager {
     /// Settings.
@@ -202,6 +242,8 @@ pub struct MemoryManager {
     pub temporary: KvStore,
     /// Long-term prototypes.
     pub long: KvStore,
+    /// The object groups, in the order they entered.
+    pub groups: Vec<Group>,
     /// Value channels.
     pub cv: usize,
     /// Key pixels of one frame.
@@ -218,15 +260,61 @@ impl MemoryManager {
             permanent: KvStore::default(),
             temporary: KvStore::default(),
             long: KvStore::default(),
+            groups: Vec::new(),
             cv,
             hw: 0,
             consolidations: 0,
         }
     }
 
+    /// Objects in memory.
+    pub fn objects(&self) -> usize {
+        self.groups.last().map_or(0, |g| g.objects.end)
+    }
+
+    /// The top-k rows of query pixels `start..start+len` for every group: each group reads
+    /// long-term and working memory and the permanent elements from its entry on.
+    fn top_k_rows(&self, raw: &Tensor, b: &[f32], ms: &[f32], scale: f32) -> Result<Vec<Rows>> {
+        let (k, n) = (self.config.top_k, ms.len());
+        let shared = self.long.size() + self.temporary.size();
+        with_host_slice(raw, |sim| {
+            sim.par_chunks(n)
+                .zip(b)
+                .map(|(r, &b)| {
+                    let at = |i: usize| (r[i] - b) * ms[i] * scale;
+                    self.groups
+                        .iter()
+                        .map(|g| {
+                            let skip = g.perm_start;
+                            let map = |j: usize| if j < shared { j } else { j + skip };
+                            let mut row = top_k_row(n - skip, k, |j| at(map(j)));
+                            row.iter_mut().for_each(|e| e.0 = map(e.0 as usize) as u32);
+                            row
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+    }
+
+    /// Object `o`'s value of element `i` of the concatenated memory (long ‖ temporary ‖
+    /// permanent).
+    fn value(&self, o: usize, i: usize) -> &[f32] {
+        let (nl, nt, cv) = (self.long.size(), self.temporary.size(), self.cv);
+        let v = if i < nl {
+            self.long.value(o, i, cv)
+        } else if i < nl + nt {
+            self.temporary.value(o, i - nl, cv)
+        } else {
+            self.permanent.value(o, i - nl - nt, cv)
+        };
+        v.expect("top-k reads only the elements its group has values for")
+    }
+
     /// `match_memory`: reads the memory for a query key `[C_k, HW]` with selection, updates
-    /// working and long-term usage, and returns the readout `[C_v, HW]`.
-    pub fn match_memory(&mut self, qk: &Tensor, qe: &Tensor) -> Result<Tensor> {
+    /// working and long-term usage (from the first group, which every element has values
+    /// for), and returns each object's readout `[C_v, HW]`.
+    pub fn match_memory(&mut self, qk: &Tensor, qe: &Tensor) -> Result<Vec<Tensor>> {
         let stores = [&self.long, &self.temporary, &self.permanent];
         let keys: Vec<&Tensor> = stores.iter().filter_map(|s| s.key.as_ref()).collect();
         let shr: Vec<&Tensor> = stores.iter().filter_map(|s| s.shrinkage.as_ref()).collect();
@@ -238,66 +326,86 @@ impl MemoryManager {
         let rhs = Tensor::cat(&[&mk.sqr()?.neg()?, &(&mk * 2.0)?], 0)?.contiguous()?;
         let b_sq: Vec<f32> = qe.mul(&qk.sqr()?)?.sum(0)?.to_vec1()?;
         let scale = 1.0 / (mk.dim(0)? as f32).sqrt();
-        let (k, n, hw) = (self.config.top_k, ms.len(), b_sq.len());
+        let (n, hw) = (ms.len(), b_sq.len());
         // Blocks of query pixels, so the similarities held at once do not grow with the memory
         // (up to ~27k elements) times the frame's pixels.
-        let mut rows: Vec<Vec<(u32, f32)>> = Vec::with_capacity(hw);
+        let mut rows: Vec<Rows> = Vec::with_capacity(hw);
         for start in (0..hw).step_by(QUERY_BLOCK) {
             let len = QUERY_BLOCK.min(hw - start);
             let raw = lhs.narrow(0, start, len)?.matmul(&rhs)?;
-            let b = &b_sq[start..start + len];
-            rows.extend(with_host_slice(&raw, |sim| {
-                sim.par_chunks(n)
-                    .zip(b)
-                    .map(|(r, &b)| top_k_row(n, k, |i| (r[i] - b) * ms[i] * scale))
-                    .collect::<Vec<_>>()
-            })?);
+            rows.extend(self.top_k_rows(&raw, &b_sq[start..start + len], &ms, scale)?);
         }
         let (nl, nt) = (self.long.size(), self.temporary.size());
-        let cv = self.cv;
         let mut usage = vec![0f32; n];
         for row in &rows {
-            for &(i, w) in row {
+            for &(i, w) in &row[0] {
                 usage[i as usize] += w;
             }
         }
-        let mut out = vec![0f32; hw * cv];
-        out.par_chunks_mut(cv).zip(&rows).for_each(|(o, row)| {
-            for &(i, w) in row {
-                let i = i as usize;
-                let v = if i < nl {
-                    &self.long.value[i * cv..(i + 1) * cv]
-                } else if i < nl + nt {
-                    &self.temporary.value[(i - nl) * cv..(i - nl + 1) * cv]
-                } else {
-                    &self.permanent.value[(i - nl - nt) * cv..(i - nl - nt + 1) * cv]
-                };
-                for (o, v) in o.iter_mut().zip(v) {
-                    *o += w * v;
-                }
-            }
-        });
+        let readouts = self
+            .groups
+            .iter()
+            .enumerate()
+            .flat_map(|(g, group)| group.objects.clone().map(move |o| (g, o)))
+            .map(|(g, o)| self.readout(&rows, g, o, qk.device()))
+            .collect::<Result<Vec<_>>>()?;
         self.temporary.update_usage(&usage[nl..nl + nt]);
         if nl > 0 {
             self.long.update_usage(&usage[..nl]);
         }
-        let out = Tensor::from_vec(out, (hw, cv), qk.device())?;
+        Ok(readouts)
+    }
+
+    /// Object `o`'s readout `[C_v, HW]` through its group `g`'s affinities.
+    fn readout(&self, rows: &[Rows], g: usize, o: usize, dev: &Device) -> Result<Tensor> {
+        let cv = self.cv;
+        let mut out = vec![0f32; rows.len() * cv];
+        out.par_chunks_mut(cv).zip(rows).for_each(|(out, row)| {
+            for &(i, w) in &row[g] {
+                for (x, v) in out.iter_mut().zip(self.value(o, i as usize)) {
+                    *x += w * v;
+                }
+            }
+        });
+        let out = Tensor::from_vec(out, (rows.len(), cv), dev)?;
         Ok(out.t()?.contiguous()?)
     }
 
-    /// `add_memory`: key `[C_k, HW]`, shrinkage `[1, HW]`, selection `[C_k, HW]`, value
-    /// `[C_v, HW]`; into permanent or working memory, then consolidation when working memory
-    /// is full.
+    /// `add_memory`: key `[C_k, HW]`, shrinkage `[1, HW]`, selection `[C_k, HW]`, each object's
+    /// value `[C_v, HW]`; into permanent or working memory, then consolidation when working
+    /// memory is full. Objects beyond those in memory form a new group; they can enter only
+    /// through permanent memory before any frame was segmented (as `run_on_video` preloads).
     pub fn add_memory(
         &mut self,
         key: &Tensor,
         shrinkage: &Tensor,
         selection: &Tensor,
-        value: &Tensor,
+        values: &[Tensor],
         permanent: bool,
     ) -> Result<()> {
         self.hw = key.dim(1)?;
-        let rows: Vec<f32> = value.to_dtype(DType::F32)?.t()?.flatten_all()?.to_vec1()?;
+        let known = self.objects();
+        if values.len() < known {
+            return Err(Error::Internal(format!(
+                "XMem memory: values of {} objects for a memory of {known}",
+                values.len()
+            )));
+        }
+        if values.len() > known {
+            if !permanent || self.temporary.size() + self.long.size() > 0 {
+                return Err(Error::Internal(
+                    "XMem memory: new objects enter through permanent memory, before any frame is segmented".into(),
+                ));
+            }
+            self.groups.push(Group {
+                objects: known..values.len(),
+                perm_start: self.permanent.size(),
+            });
+        }
+        let rows = values
+            .iter()
+            .map(|v| Ok(v.to_dtype(DType::F32)?.t()?.flatten_all()?.to_vec1()?))
+            .collect::<Result<Vec<Vec<f32>>>>()?;
         let store = if permanent {
             &mut self.permanent
         } else {
@@ -315,7 +423,9 @@ impl MemoryManager {
     }
 
     /// `remove_obsolete_features`: drops the least used long-term elements, keeping those
-    /// used strictly more than the `size − max`-th least used.
+    /// used strictly more than the `size − max`-th least used. (XMem2 refuses this when there
+    /// are several object groups; every group has a value for every long-term element here,
+    /// so the same elements are dropped for all.)
     fn remove_obsolete_features(&mut self, max: usize) -> Result<()> {
         let usage = self.long.usage();
         let k = usage.len() - max;
@@ -360,8 +470,14 @@ impl MemoryManager {
         let pk = ck.index_select(&ids, 1)?;
         let pe = ce.index_select(&ids, 1)?;
         let aff = candle_nn::ops::softmax_last_dim(&similarity(&ck, &cs, &pk, &pe)?)?;
-        let cv = Tensor::from_slice(&t.value[..nc * self.cv], (nc, self.cv), &dev)?;
-        let pv: Vec<f32> = aff.matmul(&cv)?.flatten_all()?.to_vec1()?;
+        let pv = t
+            .values
+            .iter()
+            .map(|v| {
+                let cv = Tensor::from_slice(&v[..nc * self.cv], (nc, self.cv), &dev)?;
+                Ok(aff.matmul(&cv)?.flatten_all()?.to_vec1()?)
+            })
+            .collect::<Result<Vec<Vec<f32>>>>()?;
         let ps = aff.matmul(&cs.t()?)?.t()?.contiguous()?;
         let mut sieve = vec![false; t.size()];
         sieve[nc..].iter_mut().for_each(|s| *s = true);

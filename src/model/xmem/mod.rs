@@ -207,21 +207,26 @@ impl XMem {
         })
     }
 
-    /// `encode_value`: the object's value `[1, C_v, h, w]` from the frame, its key features and
-    /// its probability `[1, 1, H, W]`; the hidden state `[1, C_h, h, w]` is reinforced on deep
-    /// updates and returned unchanged otherwise.
+    /// `encode_value` for one object: its value `[1, C_v, h, w]` from the frame, its key
+    /// features, its probability `[1, 1, H, W]` and the sum of the other objects'
+    /// probabilities (`None`: no other object, zeros); the hidden state `[1, C_h, h, w]` is
+    /// reinforced on deep updates and returned unchanged otherwise.
     pub fn encode_value(
         &self,
         fk: &FrameKey,
         hidden: &Tensor,
         prob: &Tensor,
+        others: Option<&Tensor>,
         deep: bool,
     ) -> Result<(Tensor, Tensor)> {
         let e = &self.value_encoder;
         let extra = e.conv1.weight.dim(1)? - 3;
         let mut inputs = vec![fk.image.clone(), prob.clone()];
         if extra == 2 {
-            inputs.push(prob.zeros_like()?);
+            inputs.push(match others {
+                Some(o) => o.clone(),
+                None => prob.zeros_like()?,
+            });
         }
         let g = Tensor::cat(&inputs, 1)?;
         let g = max_pool_3x3_s2(&e.conv1.forward(&g)?)?.relu()?;
@@ -236,8 +241,8 @@ impl XMem {
     }
 
     /// `segment` for one object: decoder logits (1/4 scale, kept for dumps), the object's
-    /// probabilities `[2, H, W]` (background, object) after soft aggregation, and the updated
-    /// hidden state when `h_out`.
+    /// probability `[1, H, W]` (before soft aggregation with the other objects), and the
+    /// updated hidden state when `h_out`.
     pub fn segment(
         &self,
         fk: &FrameKey,
@@ -261,7 +266,7 @@ impl XMem {
         };
         let (_, _, h, w) = fk.image.dims4()?;
         let logits = logits4.upsample_bilinear2d(h, w, false)?;
-        let prob = aggregate(&candle_nn::ops::sigmoid(&logits.squeeze(0)?)?)?;
+        let prob = candle_nn::ops::sigmoid(&logits.squeeze(0)?)?;
         Ok(Segmented {
             logits4,
             prob,
@@ -275,16 +280,20 @@ impl XMem {
 pub struct Segmented {
     /// `[1, 1, H/4, W/4]` logits before upsampling.
     pub logits4: Tensor,
-    /// `[2, H, W]`.
+    /// `[1, H, W]`, the object's sigmoid probability.
     pub prob: Tensor,
     /// The new hidden state, when asked for.
     pub hidden: Option<Tensor>,
 }
 
-/// Soft aggregation (`aggregate.py`) of one object's probability `[1, H, W]`: background
-/// `1 − p`, both clamped to [1e-7, 1 − 1e-7], odds → logits → softmax; `[2, H, W]`.
+/// Soft aggregation (`aggregate.py`) of the objects' probabilities `[n, H, W]`: background
+/// `Π(1 − p)`, all clamped to [1e-7, 1 − 1e-7], odds → logits → softmax; `[1 + n, H, W]`.
 pub fn aggregate(prob: &Tensor) -> candle_core::Result<Tensor> {
-    let p = Tensor::cat(&[&prob.affine(-1.0, 1.0)?, prob], 0)?;
+    let mut bg = prob.narrow(0, 0, 1)?.affine(-1.0, 1.0)?;
+    for o in 1..prob.dim(0)? {
+        bg = bg.mul(&prob.narrow(0, o, 1)?.affine(-1.0, 1.0)?)?;
+    }
+    let p = Tensor::cat(&[&bg, prob], 0)?;
     let p = p.clamp(1e-7f32, 1.0 - 1e-7f32)?;
     let logits = p.div(&p.affine(-1.0, 1.0)?)?.log()?;
     candle_nn::ops::softmax(&logits, 0)

@@ -71,33 +71,45 @@ fn nearest_index(dst: usize, input: usize, output: usize) -> usize {
     ((dst as f32 * scale).floor() as usize).min(input - 1)
 }
 
-/// A given mask (non-zero = object) as XMem sees it: `[1, 1, H, W]` of 0/1, resized nearest to
-/// [`mask_size`] and padded.
-pub fn mask_tensor(mask: &GrayImage, device: &Device) -> Result<Tensor> {
+/// A given index mask as XMem sees it: one 0/1 plane per label of `labels` (`all_to_onehot`),
+/// each resized nearest to [`mask_size`] and padded; `[n, H, W]`.
+pub fn mask_planes(mask: &GrayImage, labels: &[u8], device: &Device) -> Result<Tensor> {
     let (w, h) = (mask.width() as usize, mask.height() as usize);
     let (nh, nw) = mask_size(h, w);
     let cols: Vec<usize> = (0..nw).map(|x| nearest_index(x, w, nw)).collect();
-    let mut out = vec![0f32; nh * nw];
+    let mut out = vec![0f32; labels.len() * nh * nw];
     for y in 0..nh {
         let sy = nearest_index(y, h, nh);
         for (x, &sx) in cols.iter().enumerate() {
-            out[y * nw + x] = f32::from(mask.get_pixel(sx as u32, sy as u32)[0] > 0);
+            let v = mask.get_pixel(sx as u32, sy as u32)[0];
+            if let Some(o) = labels.iter().position(|&l| l == v) {
+                out[(o * nh + y) * nw + x] = 1.0;
+            }
         }
     }
-    let m = Tensor::from_vec(out, (1, 1, nh, nw), device)?;
-    Ok(pad(&m, pad_divide_by(nh, nw))?)
+    let m = Tensor::from_vec(out, (1, labels.len(), nh, nw), device)?;
+    Ok(pad(&m, pad_divide_by(nh, nw))?.squeeze(0)?)
 }
 
-/// `unpad` + `_post_process`: `[2, H, W]` probabilities at working resolution → the frame's
-/// `(height, width)` (bilinear) → object where its probability beats the background's
-/// (`argmax`, ties to the background). Returns 0/1 per pixel and the probability gap.
+/// A given mask (non-zero = the object) as a single object's plane `[1, H, W]`.
+pub fn mask_tensor(mask: &GrayImage, device: &Device) -> Result<Tensor> {
+    let binary = GrayImage::from_fn(mask.width(), mask.height(), |x, y| {
+        image::Luma([u8::from(mask.get_pixel(x, y)[0] > 0)])
+    });
+    mask_planes(&binary, &[1], device)
+}
+
+/// `unpad` + `_post_process`: `[1 + n, H, W]` probabilities at working resolution → the
+/// frame's `(height, width)` (bilinear) → the most probable channel per pixel (`argmax`, ties
+/// to the lower channel; 0 = background). Returns the channel per pixel and the gap between
+/// the two most probable channels.
 pub fn post_process(
     prob: &Tensor,
     pad: [usize; 4],
     height: usize,
     width: usize,
 ) -> Result<(Vec<u8>, Vec<f32>)> {
-    let (_, ph, pw) = prob.dims3()?;
+    let (c, ph, pw) = prob.dims3()?;
     let p = prob
         .narrow(1, pad[2], ph - pad[2] - pad[3])?
         .narrow(2, pad[0], pw - pad[0] - pad[1])?
@@ -106,11 +118,26 @@ pub fn post_process(
         .upsample_bilinear2d(height, width, false)?
         .squeeze(0)?
         .to_dtype(DType::F32)?;
-    let bg: Vec<f32> = p.get(0)?.flatten_all()?.to_vec1()?;
-    let fg: Vec<f32> = p.get(1)?.flatten_all()?.to_vec1()?;
-    let mask = bg.iter().zip(&fg).map(|(b, f)| u8::from(f > b)).collect();
-    let gap = bg.iter().zip(&fg).map(|(b, f)| (f - b).abs()).collect();
-    Ok((mask, gap))
+    let planes: Vec<Vec<f32>> = (0..c)
+        .map(|k| p.get(k)?.flatten_all()?.to_vec1())
+        .collect::<candle_core::Result<_>>()?;
+    let n = height * width;
+    let (mut ids, mut gaps) = (vec![0u8; n], vec![0f32; n]);
+    for i in 0..n {
+        let (mut best, mut second) = (0usize, f32::NEG_INFINITY);
+        for k in 1..c {
+            let v = planes[k][i];
+            if v > planes[best][i] {
+                second = planes[best][i];
+                best = k;
+            } else if v > second {
+                second = v;
+            }
+        }
+        ids[i] = best as u8;
+        gaps[i] = planes[best][i] - second;
+    }
+    Ok((ids, gaps))
 }
 
 #[cfg(test)]
