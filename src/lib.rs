@@ -10,7 +10,8 @@
 //!    [`hub`], [`demo`];
 //! 3. the networks: [`model`];
 //! 4. what to load and what a folder holds: [`load`], [`run_manifest`];
-//! 5. a run: [`setup`] (weights, settings, manifest, models), [`segment`] (the pipeline);
+//! 5. a run: [`setup`] (weights, settings, manifest, models), [`segment`] (the pipeline),
+//!    [`propagate`] (XMem++ alone on the user's masks);
 //! 6. many runs: [`batch`], [`eval`]; a run on a live stream: [`live`];
 //! 7. the subcommands: [`commands`].
 
@@ -32,6 +33,7 @@ pub mod names;
 pub mod output;
 pub mod preprocess;
 pub mod progress;
+pub mod propagate;
 pub mod run_manifest;
 pub mod sampling;
 pub mod segment;

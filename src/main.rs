@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use videolisa::commands::batch::BatchArgs;
 use videolisa::commands::eval::{EvalArgs, ScoreArgs};
 use videolisa::commands::probe::ProbeArgs;
+use videolisa::commands::propagate::PropagateArgs;
 use videolisa::commands::segment::SegmentArgs;
 use videolisa::commands::synthetic::SyntheticArgs;
 
@@ -25,6 +26,7 @@ struct Cli {
 enum Command {
     Probe(ProbeArgs),
     Segment(SegmentArgs),
+    Propagate(PropagateArgs),
     Batch(BatchArgs),
     Eval(EvalArgs),
     Score(ScoreArgs),
@@ -36,6 +38,7 @@ impl Command {
         match self {
             Command::Probe(a) => a.run()?,
             Command::Segment(a) => a.run()?,
+            Command::Propagate(a) => a.run()?,
             Command::Batch(a) => a.run()?,
             Command::Eval(a) => a.run()?,
             Command::Score(a) => a.run()?,

@@ -23,7 +23,7 @@ const LAYERS: &[&[&str]] = &[
     ],
     &["model"],
     &["load", "run_manifest"],
-    &["setup", "segment"],
+    &["setup", "segment", "propagate"],
     &["batch", "eval", "live"],
     &["commands"],
 ];

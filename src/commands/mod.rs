@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod eval;
 pub mod probe;
+pub mod propagate;
 pub mod segment;
 pub mod synthetic;
 

@@ -284,7 +284,7 @@ fn how_it_ended(summary: &SegmentSummary) -> Result<()> {
 
 /// Opens `path` for an offline run; a stream (`-`, a FIFO) is first read to its end into a
 /// temporary file (removed when the returned handle drops), so memory stays flat.
-fn open_video(path: &Path) -> Result<(Video, Option<tempfile::TempPath>)> {
+pub(crate) fn open_video(path: &Path) -> Result<(Video, Option<tempfile::TempPath>)> {
     if !is_stream(path) {
         return Ok((Video::open(path)?, None));
     }

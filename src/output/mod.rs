@@ -87,6 +87,13 @@ pub fn write_indexed_png(path: &Path, ids: &GrayImage) -> Result<()> {
     write_png(path, w, h, png::ColorType::Indexed, Some(&pal), ids.as_raw())
 }
 
+/// Writes an indexed PNG with `palette` (RGB triples): each value is a label, coloured as
+/// the palette says.
+pub fn write_palette_png(path: &Path, ids: &GrayImage, palette: &[u8]) -> Result<()> {
+    let (w, h) = ids.dimensions();
+    write_png(path, w, h, png::ColorType::Indexed, Some(palette), ids.as_raw())
+}
+
 /// Writes an RGB image as PNG.
 pub fn write_rgb_png(path: &Path, img: &RgbImage) -> Result<()> {
     let (w, h) = img.dimensions();

@@ -3,6 +3,9 @@ the `XMem.pth` layout, seeded with 4 masks on the frames VideoLISA picks (videol
 
   XMEM2=/path/to/XMem2@adc7d4c python tools/reference/xmem_fixtures.py tests/fixtures/xmem_tiny
   XMEM2=... python tools/reference/xmem_fixtures.py --full /tmp/xmem_full   # real XMem sizes
+  XMEM2=... python tools/reference/xmem_fixtures.py --case joint tests/fixtures/xmem_joint
+      # several objects in one memory (`propagate`): --case joint (first: it writes the
+      # XMem.pth the others use, fitted to its clip) | stressed | jpeg480, into sibling folders
 
 The network is XMem2's (its ResNet, KeyProjection, FeatureFusionBlock, CBAM, UpsampleBlock,
 HiddenReinforcer/Updater classes, and their forward code); the tiny one only narrows the widths
@@ -55,6 +58,8 @@ from videolisa_fixtures import get_dense_indices, get_sparse_indices  # noqa: E4
 
 torch.set_num_threads(2)
 DAVIS_PALETTE = [0, 0, 0, 128, 0, 0] + [0, 0, 0] * 254
+# the first colours of DAVIS's palette (index 1 red, 2 green, 3 olive, 4 blue)
+DAVIS_PALETTE_FULL = [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0, 0, 0, 128] + [0, 0, 0] * 251
 
 # Tiny widths: (key stem, key planes per layer, key blocks), (value stem, planes, blocks),
 # key_dim, value_dim, hidden_dim, decoder mid, up dims, hidden-updater mid.
@@ -131,7 +136,7 @@ def randomize(net, seed):
 
 def normalized(w, h, t):
     """Frame t normalized, resized and padded as XMem's reader does (calibration only)."""
-    x = torch.from_numpy(frame(w, h, t)[0]).permute(2, 0, 1).float()[None] / 255
+    x = torch.from_numpy(CLIP["frame"](w, h, t)[0]).permute(2, 0, 1).float()[None] / 255
     x = (x - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) / torch.tensor([0.229, 0.224, 0.225])[:, None, None]
     s = 480 / min(w, h)
     x = F.interpolate(x, (int(h * s), int(w * s)), mode="bilinear", align_corners=False)
@@ -143,7 +148,7 @@ def calibrate_batchnorm(net, w, h):
     them): with arbitrary statistics the random ResNets saturate and their features stop
     depending on the image."""
     imgs = torch.cat([normalized(w, h, t) for t in range(0, 40, 10)])
-    masks = torch.stack([torch.from_numpy(frame(w, h, t)[1]).float() for t in range(0, 40, 10)])[:, None]
+    masks = torch.stack([torch.from_numpy(CLIP["frame"](w, h, t)[1]).float() for t in range(0, 40, 10)])[:, None]
     masks = F.interpolate(masks, imgs.shape[-2:])
     bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
     for m in bns:
@@ -175,7 +180,7 @@ def standardize_projections(net, w, h):
             conv.bias.sub_(mean).mul_(spread / std)
         # A random decoder predicts one class everywhere: centre and spread its logits on
         # frame 0 read out from its own value, so masks vary.
-        mask = F.interpolate(torch.from_numpy(frame(w, h, 0)[1]).float()[None, None], img.shape[-2:])
+        mask = F.interpolate(torch.from_numpy(CLIP["frame"](w, h, 0)[1]).float()[None, None], img.shape[-2:])
         hidden = torch.zeros(1, 1, net.hidden_dim, *f16.shape[-2:])
         value, _ = net.encode_value(img, f16, hidden, mask, is_deep_update=False)
         pred = net.decoder.pred
@@ -212,9 +217,13 @@ def seed_mask(blob, empty):
     return im
 
 
+# The clip the BatchNorm statistics and projections are fitted to (image, object-1 mask).
+CLIP = {"frame": frame}
+
+
 # ---- instrumentation (wrappers that record and call the official code) ----
 REC = {}
-STATE = {"event": None, "compress": [], "preload_order": []}
+STATE = {"event": None, "compress": [], "preload_order": [], "removed": []}
 DUMP = set()
 FEATURES = {"pre0", "step10"}
 
@@ -336,13 +345,23 @@ def patch_xmem2(net):
 
     MemoryManager.match_memory, MemoryManager.compress_features = match, compress
 
+    from inference.kv_memory_store import KeyValueMemoryStore
+    orig_remove = KeyValueMemoryStore.remove_obsolete_features
+
+    def remove(self, max_size):
+        STATE["removed"].append(STATE["event"])
+        return orig_remove(self, max_size)
+
+    KeyValueMemoryStore.remove_obsolete_features = remove
+
     orig_post = rov._post_process
 
     def post(sample, prob):
         p = F.interpolate(prob.unsqueeze(1), sample.shape, mode="bilinear", align_corners=False)[:, 0]
         out = orig_post(sample, prob)
         REC.setdefault("_masks", []).append(out.copy())
-        gap = (p[1] - p[0]).abs()
+        top2 = torch.topk(p, 2, dim=0).values
+        gap = top2[0] - top2[1]
         REC.setdefault("_ties", []).append((gap < 1e-4).numpy())
         REC.setdefault("_near", []).append((gap < 1e-3).numpy())
         return out
@@ -354,7 +373,127 @@ def pack(bits):
     return torch.from_numpy(np.packbits(np.stack(bits).astype(np.uint8).reshape(-1)))
 
 
+# ---- several objects in one memory (`videolisa propagate`) ----
+# Each case: frames, size, file type, the given frames, XMem2 settings changed, the mask
+# mode written (P with the DAVIS palette, or L holding the labels), and when the third
+# object enters the clip.
+CASES = {
+    # three objects; the third first given in a later mask (a second object group, whose
+    # values start later in permanent memory); a consolidation
+    "joint": dict(frames=40, size=(49, 37), ext="png", given=[0, 10, 24], third_from=20,
+                  config=dict(mem_every=3), mode="P"),
+    # two objects from the first mask; small working and long-term memory, so consolidation
+    # and the removal of obsolete long-term features both run
+    "stressed": dict(frames=30, size=(49, 37), ext="png", given=[0, 17], third_from=None,
+                     config=dict(mem_every=2, max_mid_term_frames=4, min_mid_term_frames=2,
+                                 num_prototypes=16, max_long_term_elements=40), mode="L"),
+    # the short side exactly 480 (no resize), JPEG frames; drawn at 64×48 and enlarged
+    # (bilinear; masks nearest) so the tiny network sees the texture it was fitted to
+    "jpeg480": dict(frames=8, size=(640, 480), ext="jpg", given=[0, 4, 7], third_from=None,
+                    config={}, mode="P", drawn=(64, 48)),
+}
+
+
+def multi_frame(w, h, t, third_from):
+    """A still background of coarse noise (cells of 4 pixels per 49, so JPEG keeps it) with a little
+    fresh noise every frame (keys of one pixel stay close from frame to frame, but not tied),
+    under up to three moving ellipses; returns the image and the index mask (later objects
+    drawn over earlier ones)."""
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.int64)
+    cell = max(4, round(4 * w / 49))  # the same texture at every frame size
+    cy, cx = ys // cell, xs // cell
+    noise = [(cx * 73856093 ^ cy * 19349663 ^ c * 83492791) % 211 +
+             (cx * 19349663 ^ cy * 83492791 ^ (c + 3 * t) * 73856093) % 61 for c in range(3)]
+    img = np.stack(noise, -1)
+    index = np.zeros((h, w), np.uint8)
+    paths = [(0.3, 0.4, 9.0, 0.2), (0.7, 0.6, 7.0, 0.16), (0.5, 0.3, 5.0, 0.14)]
+    colours = [(200, 40, 30), (30, 190, 60), (40, 60, 210)]
+    for k, (x0, y0, period, r) in enumerate(paths):
+        if k == 2 and (third_from is None or t < third_from):
+            continue
+        px = w * (x0 + 0.15 * np.sin(t / period))
+        py = h * (y0 + 0.12 * np.cos(t / (period + 2)))
+        blob = ((xs - px) / (r * w * 1.3)) ** 2 + ((ys - py) / (r * h * 1.6)) ** 2 < 1.0
+        base = np.array(colours[k])
+        img[blob] = base + np.stack([n[blob] % 40 for n in noise], -1)
+        index[blob] = k + 1
+    return np.clip(img, 0, 255).astype(np.uint8), index
+
+
+def run_case(name, out):
+    c = CASES[name]
+    w, h = c["size"]
+    n = c["frames"]
+    os.makedirs(f"{out}/frames", exist_ok=True)
+    os.makedirs(f"{out}/masks", exist_ok=True)
+    # One network for every case, fitted to the joint clip and kept with it.
+    weights = os.path.join(os.path.dirname(os.path.abspath(out)), "xmem_joint", "XMem.pth")
+    torch.manual_seed(0)
+    net = build_tiny(TINY)
+    if name == "joint":
+        CLIP["frame"] = lambda fw, fh, t: (lambda img, idx: (img, idx == 1))(*multi_frame(fw, fh, t, 20))
+        randomize(net, 2)
+        calibrate_batchnorm(net, w, h)
+        net.eval()
+        standardize_projections(net, w, h)
+        torch.save(net.state_dict(), weights)
+    net.load_state_dict(torch.load(weights))
+    net.eval()
+    for t in range(n):
+        if "drawn" in c:
+            img, index = multi_frame(*c["drawn"], t, c["third_from"])
+            img = np.array(Image.fromarray(img).resize((w, h), Image.BILINEAR))
+            index = np.array(Image.fromarray(index).resize((w, h), Image.NEAREST))
+        else:
+            img, index = multi_frame(w, h, t, c["third_from"])
+        if c["ext"] == "jpg":
+            Image.fromarray(img).save(f"{out}/frames/frame_{t:06d}.jpg", quality=90)
+        else:
+            Image.fromarray(img).save(f"{out}/frames/frame_{t:06d}.png")
+        if t in c["given"]:
+            if c["mode"] == "P":
+                im = Image.fromarray(index, mode="P")
+                im.putpalette(DAVIS_PALETTE_FULL)
+            else:
+                im = Image.fromarray(index, mode="L")
+            im.save(f"{out}/masks/frame_{t:06d}.png")
+    FEATURES.clear()  # masks only: the stage-by-stage checks are xmem_tiny's
+    patch_xmem2(net)
+    instrument(net)
+    config = {"model": weights}
+    config.update(c["config"])
+    with torch.no_grad():
+        rov.run_on_video(f"{out}/frames", f"{out}/masks", f"{out}/out", frames_with_masks=c["given"],
+                         print_progress=False, image_saving_max_queue_size=400, overwrite_config=config)
+    masks, ties, near = REC.pop("_masks"), REC.pop("_ties"), REC.pop("_near")
+    # per frame: the output channel (0 background, k object k in discovery order) and how
+    # close the reference's two most probable channels are there (2: within 1e-4, 1: 1e-3)
+    os.makedirs(f"{out}/expected", exist_ok=True)
+    for t, (m, tie, nr) in enumerate(zip(masks, ties, near)):
+        Image.fromarray(m.astype(np.uint8), mode="L").save(f"{out}/expected/frame_{t:06d}.png")
+        closeness = tie.astype(np.uint8) + nr.astype(np.uint8)
+        Image.fromarray(closeness, mode="L").save(f"{out}/expected/ties_{t:06d}.png")
+    # XMem2's own saved output (RGB in the first mask's palette) for two frames
+    for t in (c["given"][0], 1):
+        src = f"{out}/out/masks/frame_{t:06d}.png"
+        Image.open(src).save(f"{out}/xmem2_frame_{t:06d}.png")
+    import shutil
+    shutil.rmtree(f"{out}/out")
+    meta = dict(case=name, frames=n, width=w, height=h, given=c["given"], config=c["config"],
+                mask_mode=c["mode"], preload_order=list(set(c["given"])),
+                consolidated_at=STATE["compress"], removed_at=STATE["removed"],
+                objects=int(max(int(m.max()) for m in masks)),
+                step_seconds_per_frame=STATE["step_seconds"] / n, torch_threads=torch.get_num_threads(),
+                tie_pixels=int(sum(t.sum() for t in ties)))
+    with open(f"{out}/expected.json", "w") as f:
+        json.dump(meta, f, indent=1)
+    print(json.dumps(meta))
+
+
 def main():
+    case = next((sys.argv[i + 1] for i, a in enumerate(sys.argv) if a == "--case"), None)
+    if case:
+        return run_case(case, sys.argv[-1])
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     full = "--full" in sys.argv
     out = args[0]

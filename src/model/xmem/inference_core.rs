@@ -84,7 +84,12 @@ impl InferenceCore {
     /// `put_to_permanent_memory`: a given frame and its padded one-hot masks `[n, H, W]` (one
     /// plane per object known so far) into permanent memory (no deep update). Returns the
     /// values written.
-    pub fn put_to_permanent_memory(&mut self, net: &XMem, fk: &FrameKey, masks: &Tensor) -> Result<Vec<Tensor>> {
+    pub fn put_to_permanent_memory(
+        &mut self,
+        net: &XMem,
+        fk: &FrameKey,
+        masks: &Tensor,
+    ) -> Result<Vec<Tensor>> {
         let prob = aggregate(masks)?;
         self.create_hidden(net, fk, masks.dim(0)?)?;
         let (values, _) = self.encode_values(net, fk, &prob, false)?;

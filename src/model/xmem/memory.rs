@@ -16,7 +16,7 @@ use rayon::prelude::*;
 const QUERY_BLOCK: usize = 256;
 
 /// The memory settings of XMem2's `VIDEO_INFERENCE_CONFIG`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct MemoryConfig {
     /// Elements each query pixel reads (`top_k`, 30).
     pub top_k: usize,
@@ -250,6 +250,8 @@ pub struct MemoryManager {
     pub hw: usize,
     /// Consolidations so far (reported in dumps and tests).
     pub consolidations: usize,
+    /// Times obsolete long-term elements were removed.
+    pub removals: usize,
 }
 
 impl MemoryManager {
@@ -264,6 +266,7 @@ impl MemoryManager {
             cv,
             hw: 0,
             consolidations: 0,
+            removals: 0,
         }
     }
 
@@ -394,7 +397,8 @@ impl MemoryManager {
         if values.len() > known {
             if !permanent || self.temporary.size() + self.long.size() > 0 {
                 return Err(Error::Internal(
-                    "XMem memory: new objects enter through permanent memory, before any frame is segmented".into(),
+                    "XMem memory: new objects enter through permanent memory, before any frame is segmented"
+                        .into(),
                 ));
             }
             self.groups.push(Group {
@@ -436,6 +440,7 @@ impl MemoryManager {
         sorted.sort_by(f32::total_cmp);
         let threshold = sorted[k - 1];
         let keep: Vec<bool> = usage.iter().map(|&u| u > threshold).collect();
+        self.removals += 1;
         self.long.retain(&keep, self.cv)
     }
 
