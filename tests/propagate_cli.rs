@@ -94,6 +94,33 @@ fn segment_propagate_seeds_from_sam_and_writes_every_frame() {
         differ_from_sam > 100,
         "XMem++ made the other frames ({differ_from_sam} differ from SAM's)"
     );
+
+    // `propagate` given the same seeds (segment's output on the seed frames) makes the same
+    // masks: VideoLISA's post-optimization is XMem++ alone on SAM's masks.
+    let seeds = run.path().join("seeds");
+    std::fs::create_dir(&seeds).unwrap();
+    for i in [17, 52, 92, 132] {
+        std::fs::copy(xmem_out.join("prompt_0").join(&names[i]), seeds.join(&names[i])).unwrap();
+    }
+    let alone = run.path().join("alone");
+    let o = videolisa(&[
+        "propagate",
+        "--video",
+        frames.to_str().unwrap(),
+        "--masks",
+        seeds.to_str().unwrap(),
+        "--out",
+        alone.to_str().unwrap(),
+        "--xmem",
+        xmem.to_str().unwrap(),
+        "--binary",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    for n in &names {
+        let a = std::fs::read(alone.join("object_255").join(n)).unwrap();
+        let b = std::fs::read(xmem_out.join("prompt_0").join(n)).unwrap();
+        assert_eq!(a, b, "{n}: propagate and segment --propagate differ");
+    }
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(sam_out.join("summary.json")).unwrap()).unwrap();
     assert!(

@@ -54,13 +54,15 @@ pub fn read_index_png(path: &Path) -> Result<IndexMask> {
         png::ColorType::Indexed => (true, 1),
         png::ColorType::Grayscale => (false, 1),
         png::ColorType::GrayscaleAlpha => (false, 2),
-        other => return Err(bad(
-            path,
-            format!(
+        other => {
+            return Err(bad(
+                path,
+                format!(
                 "an {other:?} PNG is not an index mask; save the mask as a palette (P) PNG or a grayscale \
                      PNG whose values are the object labels (0 = background)"
             ),
-        )),
+            ))
+        }
     };
     if depth == 16 {
         return Err(bad(
