@@ -33,7 +33,8 @@ const SEGMENT_LAYERS: &[&[&str]] = &[
     &["prompt", "sink", "dump"],
     &["stage"],
     &["sam", "summary", "encode"],
-    &["xmem", "refresh"],
+    &["xmem", "refresh", "cache"],
+    &["rerun"],
     &["mod"],
 ];
 

@@ -8,16 +8,23 @@ use crate::live::feed::Input;
 use crate::live::stream::StreamFormat;
 use crate::live::{is_stream, segment_online, OnlineOptions};
 use crate::lock::FolderLock;
+use crate::model::xmem::XMem;
+use crate::output::read_mask_png;
 use crate::run_manifest::{
-    check_writable, ensure_writable, entry_holding, prepare_replace, RunManifest, MANIFEST_FILE,
+    check_writable, ensure_writable, entry_holding, fingerprint_files, input_fingerprint, item_fingerprint,
+    prepare_replace, RunManifest, MANIFEST_FILE,
 };
 use crate::sampling::Sampling;
+use crate::segment::cache::{Lookup, PromptStageCache, CACHE_FILE};
+use crate::segment::rerun::rerun;
 use crate::segment::{segment, PromptSpec, SegmentOptions, SegmentSummary};
 use crate::setup::{Models, RunSetup};
 use crate::shard::Shard;
 use crate::tokenizer::check_instruction;
 use crate::video::Video;
 use clap::Args;
+use image::GrayImage;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Segment what each prompt describes in every frame of a video.
@@ -52,6 +59,16 @@ pub struct SegmentArgs {
     /// XMem++ post-optimization.
     #[command(flatten)]
     pub propagation: PropagationArgs,
+    /// With --propagate: your mask of a frame (nonzero = the object), added to XMem++'s
+    /// permanent memory with the dense frames' (on a dense frame it replaces SAM's). FRAME is a
+    /// frame number or name; PROMPT the prompt's number (default 0). Repeatable. Rerun into the
+    /// same --out with only corrections changed and CLIP, the LLM and SAM are not run again.
+    #[arg(
+        long = "annotate",
+        value_name = "[PROMPT:]FRAME=MASK.png",
+        requires = "propagate"
+    )]
+    pub annotate: Vec<Annotation>,
     /// Live input.
     #[command(flatten)]
     pub live: LiveArgs,
@@ -158,25 +175,143 @@ impl SegmentArgs {
 
     /// Checks everything cheap (options, prompts, the video, the output folder), loads the
     /// models, and segments into `--out`, which then holds exactly this run's results with
-    /// its run manifest; returns the summary (also written to `<out>/summary.json`).
+    /// its run manifest; returns the summary (also written to `<out>/summary.json`). With
+    /// --propagate the prompt stage is kept in the folder and reused by a rerun whose only
+    /// change is --annotate (then only XMem++ is loaded and run).
     pub fn segment(&self) -> Result<SegmentSummary> {
-        let mut run = self.prepare(|| open_video(&self.video))?;
+        let mut run = self.check(|| open_video(&self.video))?;
+        let annotations = self.annotations(run.input.0.info(), run.prompts.len())?;
+        let key = self.prompt_stage_key(&run)?;
+        if let Some(k) = &key {
+            match PromptStageCache::read(&self.out, k)? {
+                Lookup::Hit(cache) => return self.rerun(run, *cache, &annotations),
+                Lookup::Missing => run.note_prompt_stage("computed (no earlier prompt stage in this folder)"),
+                Lookup::Stale => {
+                    let why = self.why_recomputed(&run.setup.manifest)?;
+                    run.note_prompt_stage(&format!("recomputed: {why}"));
+                }
+            }
+        }
+        let mut run = self.finish_prepare(run)?;
         let (video, _spool) = &run.input;
         let opts = SegmentOptions {
             formats: self.output.formats(video.info().fps),
             dump: self.dump.clone(),
             propagate: run.models.xmem.clone(),
+            annotations,
+            prompt_stage_key: key,
             ..self.model.segment_options()
         };
-        let summary = segment(&run.models.videolisa, video, &run.prompts, Some(&self.out), &opts)?.summary;
+        let mut summary =
+            segment(&run.models.videolisa, video, &run.prompts, Some(&self.out), &opts)?.summary;
+        if let Some(note) = run.setup.manifest.info.get("prompt_stage") {
+            summary.prompt_stage = Some(note.clone());
+            crate::json::write_json(&self.out.join("summary.json"), &summary)?;
+        }
         run.setup.manifest.finish(&self.out)?;
         Ok(summary)
+    }
+
+    /// The rerun that reuses the folder's prompt stage: loads only XMem++, replaces the earlier
+    /// run, and propagates its seeds with this run's corrections.
+    fn rerun(
+        &self,
+        mut run: Checked<(Video, Option<tempfile::TempPath>)>,
+        cache: PromptStageCache,
+        annotations: &[BTreeMap<usize, GrayImage>],
+    ) -> Result<SegmentSummary> {
+        run.note_prompt_stage("reused from the earlier run in this folder (only --annotate changed)");
+        let xmem_path = run
+            .setup
+            .xmem
+            .clone()
+            .ok_or_else(|| Error::Internal("a rerun without XMem's weights".into()))?;
+        let xmem = XMem::open(&xmem_path, &run.setup.options.device)?;
+        prepare_replace(&self.out, &mut run.setup.manifest, self.force)?;
+        let (video, _spool) = &run.input;
+        let formats = self.output.formats(video.info().fps);
+        let summary = rerun(
+            &xmem,
+            video,
+            cache,
+            annotations,
+            &run.prompts,
+            &self.out,
+            &formats,
+        )?;
+        run.setup.manifest.finish(&self.out)?;
+        Ok(summary)
+    }
+
+    /// The key of what decides the prompt stage of a --propagate run into a folder (None
+    /// otherwise, or for a stream, which has no identity to compare).
+    fn prompt_stage_key<T>(&self, run: &Checked<T>) -> Result<Option<String>> {
+        if !self.propagation.propagate || is_stream(&self.video) {
+            return Ok(None);
+        }
+        let mut settings = run.setup.manifest.settings.clone();
+        settings.remove("annotate");
+        let prompts: Vec<(&str, String)> = run
+            .prompts
+            .iter()
+            .map(|p| (p.text.as_str(), format!("{:?}", p.template)))
+            .collect();
+        let video = input_fingerprint(&[&self.video]);
+        Ok(Some(item_fingerprint(&serde_json::json!({
+            "settings": settings,
+            "prompts": prompts,
+            "video": video,
+        }))))
+    }
+
+    /// Why the folder's prompt stage cannot be reused: the settings that differ from the
+    /// earlier run's manifest (corrections aside), or the video or prompts.
+    fn why_recomputed(&self, now: &RunManifest) -> Result<String> {
+        let Some(previous) = RunManifest::read(&self.out)? else {
+            return Ok("the folder's earlier run has no manifest".into());
+        };
+        let diffs: Vec<String> = now
+            .differences(&previous)
+            .into_iter()
+            .filter(|d| !d.starts_with("annotate:"))
+            .collect();
+        Ok(if diffs.is_empty() {
+            "the video or the prompts changed".into()
+        } else {
+            diffs.join("; ")
+        })
+    }
+
+    /// The --annotate masks per prompt (frame → 0/255 mask), each checked against the video.
+    fn annotations(
+        &self,
+        info: &crate::video::VideoInfo,
+        prompts: usize,
+    ) -> Result<Vec<BTreeMap<usize, GrayImage>>> {
+        let mut out = vec![BTreeMap::new(); prompts];
+        for a in &self.annotate {
+            let (k, index, mask) = a.read(info, prompts)?;
+            if out[k].insert(index, mask).is_some() {
+                return Err(Error::Usage(format!(
+                    "--annotate gives frame {} of prompt {k} twice",
+                    info.frame_name(index)
+                )));
+            }
+        }
+        Ok(out)
     }
 
     /// What both modes do before segmenting, in order: the options and prompts, the output
     /// folder, the input (`open`), the dump folder, the folder lock, the manifest (refusing an
     /// input inside what the run replaces), the models, then the earlier run is cleared.
     fn prepare<T>(&self, open: impl FnOnce() -> Result<T>) -> Result<Prepared<T>> {
+        let checked = self.check(open)?;
+        self.finish_prepare(checked)
+    }
+
+    /// [`SegmentArgs::prepare`] up to the models: options, prompts, folder, input, lock,
+    /// manifest.
+    fn check<T>(&self, open: impl FnOnce() -> Result<T>) -> Result<Checked<T>> {
         let xmem = self.propagation.spec(self.model.offline)?;
         let prompts = self.prompts()?;
         let (sparse, dense) = (self.model.sparse, self.model.dense);
@@ -188,18 +323,28 @@ impl SegmentArgs {
         }
         let lock = FolderLock::acquire(&self.out, "segment", Shard::WHOLE)?;
         let mut setup = RunSetup::new("segment", &self.model.load_spec(), xmem.as_ref(), sparse, dense)?;
-        self.describe(&mut setup.manifest, &prompts);
+        self.describe(&mut setup.manifest, &prompts)?;
         if !is_stream(&self.video) {
             self.check_input_is_kept(&setup.manifest)?;
         }
-        let models = setup.load()?;
-        prepare_replace(&self.out, &mut setup.manifest, self.force)?;
-        Ok(Prepared {
+        Ok(Checked {
             input,
             prompts,
             setup,
+            lock,
+        })
+    }
+
+    /// Loads the models and clears the earlier run.
+    fn finish_prepare<T>(&self, mut c: Checked<T>) -> Result<Prepared<T>> {
+        let models = c.setup.load()?;
+        prepare_replace(&self.out, &mut c.setup.manifest, self.force)?;
+        Ok(Prepared {
+            input: c.input,
+            prompts: c.prompts,
+            setup: c.setup,
             models,
-            _lock: lock,
+            _lock: c.lock,
         })
     }
 
@@ -235,7 +380,7 @@ impl SegmentArgs {
 
     /// Adds what decides a `segment` run's masks (template, mask value) to its manifest, what
     /// it was run on, and the entries it writes.
-    fn describe(&self, m: &mut RunManifest, prompts: &[PromptSpec]) {
+    fn describe(&self, m: &mut RunManifest, prompts: &[PromptSpec]) -> Result<()> {
         m.settings.insert(
             "template".into(),
             format!("{:?}", self.output.template).to_lowercase(),
@@ -257,6 +402,113 @@ impl SegmentArgs {
         }
         m.entries = prompts.iter().map(|p| p.dir.clone()).collect();
         m.entries.push("summary.json".into());
+        if self.propagation.propagate {
+            m.entries.push(CACHE_FILE.into());
+        }
+        if !self.annotate.is_empty() {
+            let files: Vec<PathBuf> = self.annotate.iter().map(|a| a.mask.clone()).collect();
+            let given: Vec<String> = self
+                .annotate
+                .iter()
+                .map(|a| format!("{}:{}", a.prompt, a.frame))
+                .collect();
+            m.settings.insert(
+                "annotate".into(),
+                format!("{} ({})", given.join(","), fingerprint_files(files)?),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A `segment` run checked and holding its folder, before the models load.
+struct Checked<T> {
+    input: T,
+    prompts: Vec<PromptSpec>,
+    setup: RunSetup,
+    lock: FolderLock,
+}
+
+impl<T> Checked<T> {
+    /// Records in the manifest what happened to the prompt stage.
+    fn note_prompt_stage(&mut self, what: &str) {
+        self.setup
+            .manifest
+            .info
+            .insert("prompt_stage".into(), what.into());
+    }
+}
+
+/// One `--annotate [PROMPT:]FRAME=MASK.png`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Annotation {
+    /// The prompt's number.
+    pub prompt: usize,
+    /// A frame number or a frame name.
+    pub frame: String,
+    /// The mask file.
+    pub mask: PathBuf,
+}
+
+impl std::str::FromStr for Annotation {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let usage = || format!("`{s}` is not [PROMPT:]FRAME=MASK.png (e.g. 17=fix.png or 1:17=fix.png)");
+        let (left, mask) = s.split_once('=').ok_or_else(usage)?;
+        let (prompt, frame) = match left.split_once(':') {
+            Some((p, f)) => (p.parse().map_err(|_| usage())?, f),
+            None => (0, left),
+        };
+        if frame.is_empty() || mask.is_empty() {
+            return Err(usage());
+        }
+        Ok(Annotation {
+            prompt,
+            frame: frame.to_string(),
+            mask: PathBuf::from(mask),
+        })
+    }
+}
+
+impl Annotation {
+    /// The prompt, the frame index and the 0/255 mask (nonzero = the object), checked against
+    /// the video and the number of prompts.
+    fn read(&self, info: &crate::video::VideoInfo, prompts: usize) -> Result<(usize, usize, GrayImage)> {
+        if self.prompt >= prompts {
+            return Err(Error::Usage(format!(
+                "--annotate {}:{}: there is no prompt {} ({prompts} given, numbered from 0)",
+                self.prompt, self.frame, self.prompt
+            )));
+        }
+        let by_name = (0..info.frames).find(|&i| info.frame_name(i) == self.frame);
+        let index = by_name
+            .or_else(|| self.frame.parse::<usize>().ok().filter(|&i| i < info.frames))
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "--annotate: frame `{}` is not in the video ({} frames, 0–{}, named {} …)",
+                    self.frame,
+                    info.frames,
+                    info.frames.saturating_sub(1),
+                    info.frame_name(0)
+                ))
+            })?;
+        let raw = read_mask_png(&self.mask)?;
+        if raw.dimensions() != (info.width, info.height) {
+            return Err(Error::Usage(format!(
+                "{}: is {}×{}, frame {} of the video is {}×{}",
+                self.mask.display(),
+                raw.width(),
+                raw.height(),
+                info.frame_name(index),
+                info.width,
+                info.height
+            )));
+        }
+        let mask = GrayImage::from_fn(raw.width(), raw.height(), |x, y| {
+            image::Luma([if raw.get_pixel(x, y)[0] > 0 { 255 } else { 0 }])
+        });
+        Ok((self.prompt, index, mask))
     }
 }
 

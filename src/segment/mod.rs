@@ -5,12 +5,15 @@
 //!
 //! The parts: [`prompt`] (what is asked), [`stage`] (the mask-stage interface), [`sam`] and
 //! [`xmem`] (the two stages), [`sink`] (where masks go), [`summary`] and [`dump`] (what is
-//! reported); this module only chains them.
+//! reported), [`cache`] and [`rerun`] (a `--propagate` run's prompt stage kept for
+//! corrections); this module only chains them.
 
+pub mod cache;
 pub mod dump;
 pub mod encode;
 pub mod prompt;
 pub mod refresh;
+pub mod rerun;
 pub mod sam;
 pub mod sink;
 pub mod stage;
@@ -30,10 +33,12 @@ use crate::sampling::Sampling;
 use crate::video::{FrameSource, Video};
 use candle_core::Tensor;
 use encode::{encode_sparse_frames, prompt_embeddings};
+use image::GrayImage;
 use prompt::prepare_prompts;
 use refresh::Refresher;
 use sink::{MaskSink, SharedObserver, SinkTotals};
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -65,6 +70,12 @@ pub struct SegmentOptions {
     /// A live stream's prompts are recomputed every this many frames from the last window's
     /// frames (`--refresh`; the window is the source's known frames).
     pub refresh: Option<usize>,
+    /// With `propagate`: the user's masks per prompt (frame → 0/255 mask), added to the seeds
+    /// in XMem++'s permanent memory (`--annotate`).
+    pub annotations: Vec<BTreeMap<usize, GrayImage>>,
+    /// With `propagate` and an output folder: keep the prompt stage's results there under
+    /// this key ([`cache::PromptStageCache`]), so a rerun with other corrections reuses them.
+    pub prompt_stage_key: Option<String>,
 }
 
 impl Default for SegmentOptions {
@@ -80,6 +91,8 @@ impl Default for SegmentOptions {
             propagate: None,
             observer: None,
             refresh: None,
+            annotations: Vec::new(),
+            prompt_stage_key: None,
         }
     }
 }
@@ -156,7 +169,7 @@ pub fn segment_prepared(
             .as_ref()
             .map(|r| r as &RefCell<dyn stage::PromptRefresh>),
     };
-    let (totals, propagation) = run_mask_stage(&input, prompts, out, opts, &mut sec)?;
+    let (totals, propagation, sam_seeds) = run_mask_stage(&input, prompts, out, opts, &mut sec)?;
     let refreshes = refresher
         .map(|r| r.into_inner().finish(&mut sec))
         .unwrap_or_default();
@@ -176,12 +189,28 @@ pub fn segment_prepared(
         refreshes,
         seconds: sec,
     };
-    let result = Segmented {
+    let mut result = Segmented {
         summary: SegmentSummary::new(model, info, &sampling, sam_batch, summaries, report),
         visual_tokens,
         prompts: embeddings,
         logits: totals.logits,
     };
+    if let (Some(key), Some(dir), Some((at, seeds))) = (&opts.prompt_stage_key, out, sam_seeds) {
+        result
+            .summary
+            .prompt_stage
+            .get_or_insert_with(|| "computed".into());
+        let mut summary = result.summary.clone();
+        summary.seconds.total = t0.elapsed().as_secs_f64();
+        let cache = cache::PromptStageCache {
+            key: key.clone(),
+            seed_frames: at,
+            embeddings: sparse_prompts,
+            seeds,
+            summary,
+        };
+        cache.write(dir)?;
+    }
     finish(result, &sampling, out, opts, t0)
 }
 
@@ -203,20 +232,24 @@ fn mask_stage(opts: &SegmentOptions, prompts: &[PromptSpec]) -> Box<dyn MaskStag
         None => Box::new(sam::SamEveryFrame),
         Some(x) => {
             let texts = prompts.iter().map(|p| p.text.clone()).collect();
-            Box::new(xmem::XMemPropagation::new(x.clone(), texts))
+            Box::new(xmem::XMemPropagation::new(
+                x.clone(),
+                texts,
+                opts.annotations.clone(),
+            ))
         }
     }
 }
 
 /// Runs the mask stage into a sink for `prompts`' folders under `out`; returns the sink's
-/// totals and what the stage reports.
+/// totals, what the stage reports and SAM's seed masks when it made them.
 fn run_mask_stage(
     input: &StageInput<'_>,
     prompts: &[PromptSpec],
     out: Option<&Path>,
     opts: &SegmentOptions,
     sec: &mut StageSeconds,
-) -> Result<(SinkTotals, Option<PropagationSummary>)> {
+) -> Result<(SinkTotals, Option<PropagationSummary>, Option<stage::SamSeeds>)> {
     let dirs: Vec<&str> = prompts.iter().map(|p| p.dir.as_str()).collect();
     let keep_logits = opts.keep_logits || opts.dump.is_some();
     let mut sink = MaskSink::new(out, &dirs, input.video.info(), &opts.formats, keep_logits)?;
@@ -228,7 +261,7 @@ fn run_mask_stage(
     let t = Instant::now();
     let totals = sink.finish()?;
     sec.write += t.elapsed().as_secs_f64();
-    Ok((totals, stage.summary()))
+    Ok((totals, stage.summary(), stage.sam_seeds()))
 }
 
 /// Writes the dump and `summary.json` (when asked), and drops logits kept only for the dump.

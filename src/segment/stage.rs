@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Seconds spent per stage.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct StageSeconds {
     /// Reading and decoding frames.
     pub decode: f64,
@@ -39,7 +39,7 @@ pub struct StageSeconds {
 }
 
 /// What the XMem++ stage reports.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct PropagationSummary {
     /// The frames whose SAM masks seeded XMem++'s permanent memory (the dense frames).
     pub seed_frames: Vec<usize>,
@@ -49,7 +49,17 @@ pub struct PropagationSummary {
     pub consolidations: Vec<usize>,
     /// Prompts the stage could not propagate (no non-empty seed mask): their masks are empty.
     pub notes: Vec<String>,
+    /// Per prompt: frames whose mask the user gave (`--annotate`), in permanent memory with
+    /// the seeds (replacing SAM's mask on a seed frame).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub annotated: Vec<Vec<usize>>,
 }
+
+/// SAM's masks of the seed frames: the frames, and per prompt frame → 0/255 mask.
+pub type SamSeeds = (
+    Vec<usize>,
+    Vec<std::collections::BTreeMap<usize, image::GrayImage>>,
+);
 
 /// What a mask stage works from: the model, the video, its sampling, and each prompt's SAM
 /// prompt embedding `[1, 1, D]` from the LLM.
@@ -100,6 +110,11 @@ pub trait MaskStage {
     fn run(&mut self, input: &StageInput<'_>, sink: &mut MaskSink, sec: &mut StageSeconds) -> Result<()>;
     /// What the stage reports in the summary, if anything.
     fn summary(&self) -> Option<PropagationSummary> {
+        None
+    }
+    /// SAM's masks of the seed frames per prompt, when the stage made them (for the prompt
+    /// stage's cache).
+    fn sam_seeds(&mut self) -> Option<SamSeeds> {
         None
     }
 }

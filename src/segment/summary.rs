@@ -12,7 +12,7 @@ use candle_core::DType;
 use std::collections::BTreeMap;
 
 /// The summary of one prompt.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PromptSummary {
     /// The user's text.
     pub text: String,
@@ -50,7 +50,7 @@ impl PromptSummary {
 }
 
 /// What `segment` reports (also written as `summary.json`).
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SegmentSummary {
     /// The input video.
     pub video: VideoInfo,
@@ -78,15 +78,19 @@ pub struct SegmentSummary {
     /// are complete regardless.
     pub warnings: Vec<String>,
     /// What XMem++ did (`--propagate` runs only).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub propagation: Option<PropagationSummary>,
     /// Frames at which a live run recomputed its prompts (`--refresh`), each segmented with
     /// the new prompts from then on.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refreshes: Vec<usize>,
     /// How a live run went (`--online` runs only).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub online: Option<OnlineSummary>,
+    /// Whether CLIP, the LLM and SAM ran, or an earlier run's results were reused, and why
+    /// (`--propagate` runs into a folder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_stage: Option<String>,
     /// Seconds per stage.
     pub seconds: StageSeconds,
 }
@@ -134,6 +138,7 @@ impl SegmentSummary {
             video,
             propagation: report.propagation,
             online: None,
+            prompt_stage: None,
             refreshes: report.refreshes,
             seconds: report.seconds,
         }
@@ -141,12 +146,12 @@ impl SegmentSummary {
 }
 
 /// How a live (`--online`) run went.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct OnlineSummary {
     /// `complete` (the input ended), `interrupted` (Ctrl-C) or `input_error`.
     pub status: String,
     /// The input error, naming the frame and byte offset.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Frames the prompt stage sampled (the first `--window` frames, fewer if the input ended).
     pub window: usize,
@@ -169,7 +174,7 @@ pub struct OnlineSummary {
 }
 
 /// A latency distribution in milliseconds.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Latency {
     /// Median.
     pub p50: f64,

@@ -6,14 +6,16 @@
 
 use super::sam::frame_logits;
 use super::sink::{binary_masks, MaskSink};
-use super::stage::{MaskStage, PropagationSummary, StageInput, StageSeconds};
+use super::stage::{MaskStage, PropagationSummary, SamSeeds, StageInput, StageSeconds};
 use crate::error::Result;
 use crate::model::xmem::memory::MemoryConfig;
 use crate::model::xmem::run_on_video::{FrameResult, RunOnVideo};
 use crate::model::xmem::XMem;
+use crate::video::FrameSource;
 use candle_core::{Device, Tensor};
 use image::{GrayImage, RgbImage};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,16 +23,21 @@ use std::time::Instant;
 pub struct XMemPropagation {
     xmem: Arc<XMem>,
     texts: Vec<String>,
+    annotations: Vec<BTreeMap<usize, GrayImage>>,
     summary: Option<PropagationSummary>,
+    sam: Option<SamSeeds>,
 }
 
 impl XMemPropagation {
-    /// A stage for the prompts `texts` (named in its notes) with the loaded network.
-    pub fn new(xmem: Arc<XMem>, texts: Vec<String>) -> Self {
+    /// A stage for the prompts `texts` (named in its notes) with the loaded network; the user's
+    /// masks `annotations` (per prompt, frame → 0/255 mask) join SAM's seeds.
+    pub fn new(xmem: Arc<XMem>, texts: Vec<String>, annotations: Vec<BTreeMap<usize, GrayImage>>) -> Self {
         XMemPropagation {
             xmem,
             texts,
+            annotations,
             summary: None,
+            sam: None,
         }
     }
 }
@@ -141,17 +148,20 @@ impl Dump {
     }
 }
 
-/// SAM's masks on the seed frames, and which prompts have something to propagate.
-struct Seeds {
+/// The given masks per prompt (SAM's on the seed frames, the user's corrections), and which
+/// prompts have something to propagate.
+pub(super) struct Seeds {
     /// The seed frames (video indices, ascending).
     at: Vec<usize>,
-    /// Their pictures (XMem++ encodes them into permanent memory).
+    /// The pictures of every frame with a given mask (XMem++ encodes them into permanent memory).
     frames: BTreeMap<usize, RgbImage>,
-    /// Per prompt, SAM's 0/255 mask of each seed frame.
+    /// Per prompt, the 0/255 mask of each given frame.
     masks: Vec<BTreeMap<usize, GrayImage>>,
-    /// Per prompt, the seed frames whose mask is empty.
+    /// Per prompt, the frames whose mask the user gave.
+    annotated: Vec<Vec<usize>>,
+    /// Per prompt, the given frames whose mask is empty.
     empty: Vec<Vec<usize>>,
-    /// The prompts with at least one non-empty seed mask.
+    /// The prompts with at least one non-empty given mask.
     active: Vec<usize>,
 }
 
@@ -159,27 +169,74 @@ impl Seeds {
     /// Decodes the dense frames and segments them with SAM.
     fn read(input: &StageInput<'_>, sec: &mut StageSeconds) -> Result<Self> {
         let at = seed_frames(input.sampling);
+        let mut seeds = Seeds::of(at, Vec::new());
+        seeds.read_frames(input.video, sec)?;
+        seeds.masks = sam_seeds(input, input.prompts, &seeds.frames, sec)?;
+        seeds.update();
+        Ok(seeds)
+    }
+
+    /// SAM's masks `masks` of the seed frames `at` (the frames are read by [`Seeds::annotate`]).
+    pub(super) fn of(at: Vec<usize>, masks: Vec<BTreeMap<usize, GrayImage>>) -> Self {
+        let n = masks.len();
+        let mut seeds = Seeds {
+            at,
+            frames: BTreeMap::new(),
+            masks,
+            annotated: vec![Vec::new(); n],
+            empty: Vec::new(),
+            active: Vec::new(),
+        };
+        seeds.update();
+        seeds
+    }
+
+    /// Reads the pictures of the given frames not read yet.
+    fn read_frames(&mut self, video: &dyn FrameSource, sec: &mut StageSeconds) -> Result<()> {
         let t = Instant::now();
-        let mut frames = BTreeMap::new();
-        input.video.visit(&at, &mut |i, img| {
+        let mut wanted: BTreeSet<usize> = self.at.iter().copied().collect();
+        wanted.extend(self.masks.iter().flat_map(|m| m.keys().copied()));
+        let missing: Vec<usize> = wanted
+            .into_iter()
+            .filter(|i| !self.frames.contains_key(i))
+            .collect();
+        let frames = &mut self.frames;
+        video.visit(&missing, &mut |i, img| {
             frames.insert(i, img.clone());
             Ok(())
         })?;
         sec.decode += t.elapsed().as_secs_f64();
-        let masks = sam_seeds(input, input.prompts, &frames, sec)?;
-        let empty = empty_seeds(&masks);
+        Ok(())
+    }
+
+    /// Adds the user's masks (per prompt, frame → 0/255 mask), replacing SAM's on seed frames,
+    /// and reads their frames.
+    pub(super) fn annotate(
+        &mut self,
+        annotations: &[BTreeMap<usize, GrayImage>],
+        video: &dyn FrameSource,
+        sec: &mut StageSeconds,
+    ) -> Result<()> {
+        self.annotated = vec![Vec::new(); self.masks.len()];
+        for (k, given) in annotations.iter().enumerate().take(self.masks.len()) {
+            for (&i, mask) in given {
+                self.masks[k].insert(i, mask.clone());
+                self.annotated[k].push(i);
+            }
+        }
+        self.read_frames(video, sec)?;
+        self.update();
+        Ok(())
+    }
+
+    /// Recomputes the empty masks and the prompts with something to propagate.
+    fn update(&mut self) {
+        self.empty = empty_seeds(&self.masks);
         // XMem2 refuses an object without a single non-empty mask ("No valid masks
         // provided!"); such a prompt is not propagated and gets empty masks.
-        let active = (0..masks.len())
-            .filter(|&k| empty[k].len() < masks[k].len())
+        self.active = (0..self.masks.len())
+            .filter(|&k| self.empty[k].len() < self.masks[k].len())
             .collect();
-        Ok(Seeds {
-            at,
-            frames,
-            masks,
-            empty,
-            active,
-        })
     }
 
     /// The masks of the prompts XMem++ propagates.
@@ -202,27 +259,43 @@ impl Seeds {
     }
 }
 
+/// What one XMem++ pass reads and where its intermediates go.
+pub(super) struct Pass<'a> {
+    /// The video.
+    pub video: &'a dyn FrameSource,
+    /// Whether the sink needs the frames (overlays).
+    pub keep_frames: bool,
+    /// `--dump` folder.
+    pub dump: Option<&'a Path>,
+}
+
+/// Called before each frame is stepped (`--refresh` adds permanent memory there).
+type BeforeStep<'f> = dyn FnMut(&mut RunOnVideo<'_>, usize, &RgbImage, &mut StageSeconds) -> Result<()> + 'f;
+
 /// Runs XMem++ over every frame into the sink (an empty mask for prompts it does not
 /// propagate); returns the seconds XMem++ took.
 fn propagate(
     run: &mut RunOnVideo<'_>,
-    input: &StageInput<'_>,
+    pass: &Pass<'_>,
     seeds: &Seeds,
     sink: &mut MaskSink,
     sec: &mut StageSeconds,
+    before: &mut BeforeStep<'_>,
 ) -> Result<f64> {
     // a live stream has no known last frame; the last frame's only difference (its memory is
     // not updated) changes no mask
-    let n = input.video.info().frames;
-    let is_last = |i: usize| !input.video.is_live() && i + 1 == n;
-    let mut dump = input.dump.map(|_| Dump::new(n, &seeds.at));
-    let bar = super::stage::frames_bar(input.video, "XMem++");
+    let video = pass.video;
+    let n = video.info().frames;
+    let is_last = |i: usize| !video.is_live() && i + 1 == n;
+    let given: Vec<usize> = seeds.masks.iter().flat_map(|m| m.keys().copied()).collect();
+    let mut dump = pass.dump.map(|_| Dump::new(n, &given));
+    let bar = super::stage::frames_bar(video, "XMem++");
     let mut xmem_s = 0.0;
     let mut last = Instant::now();
-    for frame in input.video.frames()? {
+    for frame in video.frames()? {
         let f = frame?;
         sec.decode += last.elapsed().as_secs_f64();
-        refresh_seeds(run, input, seeds, f.index, &f.image, sec)?;
+        before(run, f.index, &f.image, sec)?;
         let t = Instant::now();
         let r = run.step(f.index, &f.image, is_last(f.index))?;
         xmem_s += t.elapsed().as_secs_f64();
@@ -237,17 +310,59 @@ fn propagate(
             } else {
                 vec![0; f.image.width() as usize * f.image.height() as usize]
             };
-            sink.push_mask(k, f.index, input.keep_frames.then_some(&f.image), m)?;
+            sink.push_mask(k, f.index, pass.keep_frames.then_some(&f.image), m)?;
         }
         sec.write += t.elapsed().as_secs_f64();
         bar.inc(1);
         last = Instant::now();
     }
     bar.finish_and_clear();
-    if let (Some(d), Some(dir)) = (dump, input.dump) {
+    if let (Some(d), Some(dir)) = (dump, pass.dump) {
         d.write(dir)?;
     }
     Ok(xmem_s)
+}
+
+/// One XMem++ pass of `seeds` through the video into the sink; what it did, for the summary
+/// (`texts`: the prompts, for its notes).
+pub(super) fn run_pass(
+    xmem: &XMem,
+    pass: &Pass<'_>,
+    mut seeds: Seeds,
+    texts: &[String],
+    sink: &mut MaskSink,
+    sec: &mut StageSeconds,
+    before: &mut BeforeStep<'_>,
+) -> Result<PropagationSummary> {
+    let t = Instant::now();
+    let frames = std::mem::take(&mut seeds.frames);
+    let mut run = RunOnVideo::new(xmem, MemoryConfig::default(), &seeds.active_masks(), &frames)?;
+    let setup = t.elapsed().as_secs_f64();
+    drop(frames);
+    let stepped = propagate(&mut run, pass, &seeds, sink, sec, before)?;
+    *sec.xmem.get_or_insert(0.0) += setup + stepped;
+    let mut done = run.cores().map(|c| c.memory.consolidations);
+    let consolidations = (0..seeds.masks.len())
+        .map(|k| {
+            if seeds.active.contains(&k) {
+                done.next().unwrap_or(0)
+            } else {
+                0
+            }
+        })
+        .collect();
+    let annotated = if seeds.annotated.iter().any(|a| !a.is_empty()) {
+        seeds.annotated.clone()
+    } else {
+        Vec::new()
+    };
+    Ok(PropagationSummary {
+        notes: seeds.notes(texts),
+        seed_frames: seeds.at,
+        empty_seeds: seeds.empty,
+        consolidations,
+        annotated,
+    })
 }
 
 /// With `--refresh`: when frame `index` completes a period, SAM segments the new dense frames
@@ -255,7 +370,7 @@ fn propagate(
 fn refresh_seeds(
     run: &mut RunOnVideo<'_>,
     input: &StageInput<'_>,
-    seeds: &Seeds,
+    active: &[usize],
     index: usize,
     frame: &RgbImage,
     sec: &mut StageSeconds,
@@ -267,7 +382,7 @@ fn refresh_seeds(
         return Ok(());
     };
     let masks = sam_seeds(input, &new.prompts, &new.dense, sec)?;
-    let active: Vec<_> = seeds.active.iter().map(|&k| masks[k].clone()).collect();
+    let active: Vec<_> = active.iter().map(|&k| masks[k].clone()).collect();
     let t = Instant::now();
     run.add_permanent(&active, &new.dense)?;
     *sec.xmem.get_or_insert(0.0) += t.elapsed().as_secs_f64();
@@ -277,34 +392,35 @@ fn refresh_seeds(
 impl MaskStage for XMemPropagation {
     fn run(&mut self, input: &StageInput<'_>, sink: &mut MaskSink, sec: &mut StageSeconds) -> Result<()> {
         let mut seeds = Seeds::read(input, sec)?;
+        self.sam = Some((seeds.at.clone(), seeds.masks.clone()));
+        seeds.annotate(&self.annotations, input.video, sec)?;
+        let pass = Pass {
+            video: input.video,
+            keep_frames: input.keep_frames,
+            dump: input.dump,
+        };
+        let active = seeds.active.clone();
+        let mut before = |run: &mut RunOnVideo<'_>, i: usize, img: &RgbImage, sec: &mut StageSeconds| {
+            refresh_seeds(run, input, &active, i, img, sec)
+        };
         let xmem = self.xmem.clone();
-        let t = Instant::now();
-        let frames = std::mem::take(&mut seeds.frames);
-        let mut run = RunOnVideo::new(&xmem, MemoryConfig::default(), &seeds.active_masks(), &frames)?;
-        let setup = t.elapsed().as_secs_f64();
-        drop(frames);
-        let stepped = propagate(&mut run, input, &seeds, sink, sec)?;
-        *sec.xmem.get_or_insert(0.0) += setup + stepped;
-        let mut done = run.cores().map(|c| c.memory.consolidations);
-        let consolidations = (0..seeds.masks.len())
-            .map(|k| {
-                if seeds.active.contains(&k) {
-                    done.next().unwrap_or(0)
-                } else {
-                    0
-                }
-            })
-            .collect();
-        self.summary = Some(PropagationSummary {
-            notes: seeds.notes(&self.texts),
-            seed_frames: seeds.at,
-            empty_seeds: seeds.empty,
-            consolidations,
-        });
+        self.summary = Some(run_pass(
+            &xmem,
+            &pass,
+            seeds,
+            &self.texts,
+            sink,
+            sec,
+            &mut before,
+        )?);
         Ok(())
     }
 
     fn summary(&self) -> Option<PropagationSummary> {
         self.summary.clone()
+    }
+
+    fn sam_seeds(&mut self) -> Option<SamSeeds> {
+        self.sam.take()
     }
 }

@@ -420,7 +420,9 @@ impl Tokenizer {
 }
 
 /// Which instruction the user's text is wrapped in (the reference scripts differ).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 pub enum Template {
     /// `chat.py`: the text as typed.
     Chat,

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 pub use files::natural_cmp;
 
 /// What kind of input a [`Video`] reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SourceKind {
     /// An mp4 with an H.264 video track, decoded by the built-in OpenH264.
@@ -35,7 +35,7 @@ pub enum SourceKind {
 }
 
 /// What is known about a video before decoding it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct VideoInfo {
     /// The input path.
     pub path: PathBuf,
