@@ -9,11 +9,11 @@ use common::{fixture, text, videolisa};
 use image::GrayImage;
 use std::path::{Path, PathBuf};
 
-/// The first 30 frames of the XMem fixture clip (49×37 PNGs).
+/// The first 16 frames of the XMem fixture clip (49×37 PNGs).
 fn clip(root: &Path) -> PathBuf {
     let dir = root.join("frames");
     std::fs::create_dir_all(&dir).unwrap();
-    for i in 0..30 {
+    for i in 0..16 {
         let n = format!("frame_{i:06}.png");
         std::fs::copy(fixture("xmem_tiny/frames").join(&n), dir.join(&n)).unwrap();
     }
@@ -54,7 +54,7 @@ fn summary(o: &std::process::Output) -> serde_json::Value {
 }
 
 fn masks(dir: &Path) -> Vec<Vec<u8>> {
-    (0..30)
+    (0..16)
         .map(|i| std::fs::read(dir.join(format!("prompt_0/frame_{i:06}.png"))).unwrap())
         .collect()
 }
@@ -147,8 +147,8 @@ fn bad_corrections_are_refused_before_any_work() {
             "is 10×10, frame frame_000005 of the video is 49×37",
         ),
         (
-            format!("30={}", ok.display()),
-            "frame `30` is not in the video (30 frames",
+            format!("16={}", ok.display()),
+            "frame `16` is not in the video (16 frames",
         ),
         (format!("1:5={}", ok.display()), "there is no prompt 1"),
         ("5".to_string(), "is not [PROMPT:]FRAME=MASK.png"),

@@ -30,7 +30,7 @@ const LAYERS: &[&[&str]] = &[
 
 /// The files of `segment/` by layer; `mod` (the orchestrator) is above them all.
 const SEGMENT_LAYERS: &[&[&str]] = &[
-    &["prompt", "sink", "dump"],
+    &["prompt", "sink", "dump", "annotation"],
     &["stage"],
     &["sam", "summary", "encode"],
     &["xmem", "refresh", "cache"],

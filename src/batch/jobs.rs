@@ -4,6 +4,7 @@
 use crate::error::{Error, Result};
 use crate::names::check_name;
 use crate::tokenizer::{check_instruction, Template};
+use crate::segment::annotation::Annotation;
 use crate::video::{natural_cmp, Video};
 use clap::ValueEnum;
 use serde::Deserialize;
@@ -28,6 +29,9 @@ pub struct Job {
     pub overlay: bool,
     /// COCO RLE JSON.
     pub rle: bool,
+    /// Corrections for XMem++ (`--propagate` runs), mask paths resolved against the manifest's
+    /// folder.
+    pub annotate: Vec<Annotation>,
 }
 
 /// Per-job options a row may leave out: they come from the command line.
@@ -63,6 +67,8 @@ struct Row {
     mask_value: Option<u8>,
     overlay: Option<bool>,
     rle: Option<bool>,
+    /// `[PROMPT:]FRAME=MASK.png`, one or a list (in a CSV cell: separated by `;`).
+    annotate: Option<Prompts>,
 }
 
 /// A problem with one job, found before the model loads.
@@ -109,6 +115,19 @@ impl Row {
             Prompts::One(p) => vec![p],
             Prompts::Many(v) => v,
         };
+        let annotate = match self.annotate {
+            None => Vec::new(),
+            Some(Prompts::One(a)) => a.split(';').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect(),
+            Some(Prompts::Many(v)) => v,
+        };
+        let annotate = annotate
+            .iter()
+            .map(|a| {
+                let mut a: Annotation = a.parse().map_err(|e: String| bad(format!("annotate: {e}")))?;
+                a.mask = base.join(&a.mask);
+                Ok(a)
+            })
+            .collect::<std::result::Result<Vec<_>, Problem>>()?;
         Ok(Job {
             id: self.id.unwrap_or_else(|| default_id(&video)),
             origin,
@@ -118,6 +137,7 @@ impl Row {
             mask_value: self.mask_value.unwrap_or(d.mask_value),
             overlay: self.overlay.unwrap_or(d.overlay),
             rle: self.rle.unwrap_or(d.rle),
+            annotate,
         })
     }
 }
@@ -144,7 +164,7 @@ fn csv_value(column: &str, cell: &str) -> Option<serde_json::Value> {
         return None;
     }
     let parsed = match column {
-        "prompt" | "prompts" if cell.starts_with('[') => serde_json::from_str(cell).ok(),
+        "prompt" | "prompts" | "annotate" if cell.starts_with('[') => serde_json::from_str(cell).ok(),
         "mask_value" => cell.parse::<u64>().ok().map(serde_json::Value::from),
         "overlay" | "rle" => match cell.to_ascii_lowercase().as_str() {
             "1" | "true" | "yes" => Some(true.into()),
@@ -369,6 +389,7 @@ pub fn read_folder(dir: &Path, prompts: &[String], d: &JobDefaults) -> Result<Li
             mask_value: d.mask_value,
             overlay: d.overlay,
             rle: d.rle,
+            annotate: Vec::new(),
         });
     }
     Ok(listed)
@@ -487,6 +508,7 @@ mod tests {
             mask_value: 255,
             overlay: false,
             rle: false,
+            annotate: Vec::new(),
         };
         let jobs = [
             job("ok", &img, "the dog"),
@@ -521,5 +543,20 @@ mod tests {
         );
         let e = parse_csv("j.csv", "video,prompt,video\na,b,c\n", base, &D).unwrap_err();
         assert!(e.contains("`video` is named twice"), "{e}");
+    }
+
+    #[test]
+    fn rows_carry_corrections() {
+        let base = Path::new("/data");
+        let text = "video,prompt,annotate\na.mp4,the dog,5=fix5.png; 1:9=m/fix9.png\nb.mp4,x,nonsense\n";
+        let (jobs, problems) = parse_csv("j.csv", text, base, &D).unwrap();
+        let a = &jobs[0].annotate;
+        assert_eq!(a.len(), 2);
+        assert_eq!((a[0].prompt, a[0].frame.as_str()), (0, "5"));
+        assert_eq!(a[1].mask, Path::new("/data/m/fix9.png"));
+        assert!(problems[0].what.contains("annotate:"), "{problems:?}");
+        let line = r#"{"video": "a.mp4", "prompt": "x", "annotate": ["3=a.png", "0:4=b.png"]}"#;
+        let job = parse_json_line(line, "l1".into(), base, &D).unwrap();
+        assert_eq!(job.annotate.len(), 2);
     }
 }

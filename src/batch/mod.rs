@@ -14,6 +14,7 @@ use crate::run_manifest::{
     clear_item, entry_holding, input_fingerprint, is_item_folder, item_fingerprint, item_state, mark_done,
     mark_started, path_key, ItemState,
 };
+use crate::segment::annotation::read_annotations;
 use crate::segment::{segment_prepared, PromptSpec, SegmentOptions, SparseInputs, StageSeconds};
 use crate::video::Video;
 pub use jobs::{
@@ -150,11 +151,20 @@ impl BatchSummary {
 /// changed video file or frame (size or modification time), or other run settings (`settings`,
 /// the run manifest's fingerprint) make the job run again.
 pub fn job_fingerprint(job: &Job, settings: &str) -> String {
-    item_fingerprint(&serde_json::json!({
+    let mut defining = serde_json::json!({
         "video": path_key(&job.video), "input": input_fingerprint(&[&job.video]), "settings": settings,
         "prompts": job.prompts, "template": job.template, "mask_value": job.mask_value,
         "overlay": job.overlay, "rle": job.rle,
-    }))
+    });
+    if !job.annotate.is_empty() {
+        let given: Vec<_> = job
+            .annotate
+            .iter()
+            .map(|a| (a.prompt, &a.frame, input_fingerprint(&[&a.mask])))
+            .collect();
+        defining["annotate"] = serde_json::json!(given);
+    }
+    item_fingerprint(&defining)
 }
 
 /// Whether `job` may write its folder under `out`: the folder is absent or videolisa's (else
@@ -261,12 +271,17 @@ fn run_prepared(
         rle: job.rle,
         ..OutputFormats::default()
     };
+    let prompts = PromptSpec::numbered(&job.prompts, job.template);
+    if !job.annotate.is_empty() && opts.propagate.is_none() {
+        return Err(Error::Usage("`annotate` corrects XMem++'s masks: run the batch with --propagate".into()));
+    }
+    let annotations = read_annotations(&job.annotate, prepared.video.info(), prompts.len())?;
     let opts = SegmentOptions {
         formats,
         write_summary: true,
+        annotations,
         ..opts.clone()
     };
-    let prompts = PromptSpec::numbered(&job.prompts, job.template);
     let s = segment_prepared(
         model,
         &prepared.video,

@@ -407,6 +407,7 @@ fn unparsed(p: &Problem, out: &Path) -> JobResult {
         mask_value: 255,
         overlay: false,
         rle: false,
+        annotate: Vec::new(),
     };
     JobResult::invalid(&job, out, p)
 }

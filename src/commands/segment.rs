@@ -9,12 +9,12 @@ use crate::live::stream::StreamFormat;
 use crate::live::{is_stream, segment_online, OnlineOptions};
 use crate::lock::FolderLock;
 use crate::model::xmem::XMem;
-use crate::output::read_mask_png;
 use crate::run_manifest::{
     check_writable, ensure_writable, entry_holding, fingerprint_files, input_fingerprint, item_fingerprint,
     prepare_replace, RunManifest, MANIFEST_FILE,
 };
 use crate::sampling::Sampling;
+use crate::segment::annotation::{read_annotations, Annotation};
 use crate::segment::cache::{Lookup, PromptStageCache, CACHE_FILE};
 use crate::segment::rerun::rerun;
 use crate::segment::{segment, PromptSpec, SegmentOptions, SegmentSummary};
@@ -283,22 +283,8 @@ impl SegmentArgs {
     }
 
     /// The --annotate masks per prompt (frame → 0/255 mask), each checked against the video.
-    fn annotations(
-        &self,
-        info: &crate::video::VideoInfo,
-        prompts: usize,
-    ) -> Result<Vec<BTreeMap<usize, GrayImage>>> {
-        let mut out = vec![BTreeMap::new(); prompts];
-        for a in &self.annotate {
-            let (k, index, mask) = a.read(info, prompts)?;
-            if out[k].insert(index, mask).is_some() {
-                return Err(Error::Usage(format!(
-                    "--annotate gives frame {} of prompt {k} twice",
-                    info.frame_name(index)
-                )));
-            }
-        }
-        Ok(out)
+    fn annotations(&self, info: &crate::video::VideoInfo, prompts: usize) -> Result<Vec<BTreeMap<usize, GrayImage>>> {
+        read_annotations(&self.annotate, info, prompts)
     }
 
     /// What both modes do before segmenting, in order: the options and prompts, the output
@@ -439,78 +425,7 @@ impl<T> Checked<T> {
     }
 }
 
-/// One `--annotate [PROMPT:]FRAME=MASK.png`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Annotation {
-    /// The prompt's number.
-    pub prompt: usize,
-    /// A frame number or a frame name.
-    pub frame: String,
-    /// The mask file.
-    pub mask: PathBuf,
-}
 
-impl std::str::FromStr for Annotation {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        let usage = || format!("`{s}` is not [PROMPT:]FRAME=MASK.png (e.g. 17=fix.png or 1:17=fix.png)");
-        let (left, mask) = s.split_once('=').ok_or_else(usage)?;
-        let (prompt, frame) = match left.split_once(':') {
-            Some((p, f)) => (p.parse().map_err(|_| usage())?, f),
-            None => (0, left),
-        };
-        if frame.is_empty() || mask.is_empty() {
-            return Err(usage());
-        }
-        Ok(Annotation {
-            prompt,
-            frame: frame.to_string(),
-            mask: PathBuf::from(mask),
-        })
-    }
-}
-
-impl Annotation {
-    /// The prompt, the frame index and the 0/255 mask (nonzero = the object), checked against
-    /// the video and the number of prompts.
-    fn read(&self, info: &crate::video::VideoInfo, prompts: usize) -> Result<(usize, usize, GrayImage)> {
-        if self.prompt >= prompts {
-            return Err(Error::Usage(format!(
-                "--annotate {}:{}: there is no prompt {} ({prompts} given, numbered from 0)",
-                self.prompt, self.frame, self.prompt
-            )));
-        }
-        let by_name = (0..info.frames).find(|&i| info.frame_name(i) == self.frame);
-        let index = by_name
-            .or_else(|| self.frame.parse::<usize>().ok().filter(|&i| i < info.frames))
-            .ok_or_else(|| {
-                Error::Usage(format!(
-                    "--annotate: frame `{}` is not in the video ({} frames, 0–{}, named {} …)",
-                    self.frame,
-                    info.frames,
-                    info.frames.saturating_sub(1),
-                    info.frame_name(0)
-                ))
-            })?;
-        let raw = read_mask_png(&self.mask)?;
-        if raw.dimensions() != (info.width, info.height) {
-            return Err(Error::Usage(format!(
-                "{}: is {}×{}, frame {} of the video is {}×{}",
-                self.mask.display(),
-                raw.width(),
-                raw.height(),
-                info.frame_name(index),
-                info.width,
-                info.height
-            )));
-        }
-        let mask = GrayImage::from_fn(raw.width(), raw.height(), |x, y| {
-            image::Luma([if raw.get_pixel(x, y)[0] > 0 { 255 } else { 0 }])
-        });
-        Ok((self.prompt, index, mask))
-    }
-}
 
 /// A `segment` run ready to segment: what [`SegmentArgs::prepare`] checked, opened and loaded.
 struct Prepared<T> {

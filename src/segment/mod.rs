@@ -8,6 +8,7 @@
 //! reported), [`cache`] and [`rerun`] (a `--propagate` run's prompt stage kept for
 //! corrections); this module only chains them.
 
+pub mod annotation;
 pub mod cache;
 pub mod dump;
 pub mod encode;

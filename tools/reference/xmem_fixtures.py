@@ -3,6 +3,7 @@ the `XMem.pth` layout, seeded with 4 masks on the frames VideoLISA picks (videol
 
   XMEM2=/path/to/XMem2@adc7d4c python tools/reference/xmem_fixtures.py tests/fixtures/xmem_tiny
   XMEM2=... python tools/reference/xmem_fixtures.py --full /tmp/xmem_full   # real XMem sizes
+  XMEM2=... python tools/reference/xmem_fixtures.py --full --weights-only DIR  # only DIR/XMem.pth
   XMEM2=... python tools/reference/xmem_fixtures.py --case joint tests/fixtures/xmem_joint
       # several objects in one memory (`propagate`): --case joint (first: it writes the
       # XMem.pth the others use, fitted to its clip) | stressed | jpeg480, into sibling folders
@@ -507,6 +508,8 @@ def main():
     net.eval()
     standardize_projections(net, w, h)
     torch.save(net.state_dict(), f"{out}/XMem.pth")
+    if "--weights-only" in sys.argv:  # the checkpoint alone (benchmarks)
+        return
 
     sparse = get_sparse_indices(n_frames)
     dense = [int(sparse[d]) for d in get_dense_indices()]
