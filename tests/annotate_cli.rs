@@ -11,13 +11,7 @@ use std::path::{Path, PathBuf};
 
 /// The first 16 frames of the XMem fixture clip (49×37 PNGs).
 fn clip(root: &Path) -> PathBuf {
-    let dir = root.join("frames");
-    std::fs::create_dir_all(&dir).unwrap();
-    for i in 0..16 {
-        let n = format!("frame_{i:06}.png");
-        std::fs::copy(fixture("xmem_tiny/frames").join(&n), dir.join(&n)).unwrap();
-    }
-    dir
+    common::first_frames("xmem_tiny/frames", 16, root)
 }
 
 fn segment(video: &Path, out: &Path, extra: &[&str]) -> std::process::Output {

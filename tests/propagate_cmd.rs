@@ -12,18 +12,16 @@ use videolisa::propagate::given::read_index_png;
 
 /// The first 16 frames of the fixture clip.
 fn clip(root: &Path) -> PathBuf {
-    let dir = root.join("frames");
-    std::fs::create_dir_all(&dir).unwrap();
-    for i in 0..16 {
-        let n = format!("frame_{i:06}.png");
-        std::fs::copy(fixture("xmem_joint/frames").join(&n), dir.join(&n)).unwrap();
-    }
-    dir
+    common::first_frames("xmem_joint/frames", 16, root)
 }
 
 fn propagate(masks: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
     let root = out.parent().unwrap().join("clip");
-    let frames = if root.join("frames").is_dir() { root.join("frames") } else { clip(&root) };
+    let frames = if root.join("frames").is_dir() {
+        root.join("frames")
+    } else {
+        clip(&root)
+    };
     let xmem = fixture("xmem_joint/XMem.pth");
     let mut a = vec![
         "propagate",

@@ -3,8 +3,8 @@
 
 use crate::error::{Error, Result};
 use crate::names::check_name;
-use crate::tokenizer::{check_instruction, Template};
 use crate::segment::annotation::Annotation;
+use crate::tokenizer::{check_instruction, Template};
 use crate::video::{natural_cmp, Video};
 use clap::ValueEnum;
 use serde::Deserialize;
@@ -117,7 +117,11 @@ impl Row {
         };
         let annotate = match self.annotate {
             None => Vec::new(),
-            Some(Prompts::One(a)) => a.split(';').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect(),
+            Some(Prompts::One(a)) => a
+                .split(';')
+                .map(|a| a.trim().to_string())
+                .filter(|a| !a.is_empty())
+                .collect(),
             Some(Prompts::Many(v)) => v,
         };
         let annotate = annotate

@@ -273,7 +273,9 @@ fn run_prepared(
     };
     let prompts = PromptSpec::numbered(&job.prompts, job.template);
     if !job.annotate.is_empty() && opts.propagate.is_none() {
-        return Err(Error::Usage("`annotate` corrects XMem++'s masks: run the batch with --propagate".into()));
+        return Err(Error::Usage(
+            "`annotate` corrects XMem++'s masks: run the batch with --propagate".into(),
+        ));
     }
     let annotations = read_annotations(&job.annotate, prepared.video.info(), prompts.len())?;
     let opts = SegmentOptions {

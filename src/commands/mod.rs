@@ -149,6 +149,22 @@ impl OutputArgs {
     }
 }
 
+/// Prints each output that could not be written; any is a runtime failure (the masks and
+/// `summary.json` in `out` are complete regardless).
+pub fn report_warnings(warnings: &[String], out: &std::path::Path) -> Result<()> {
+    if warnings.is_empty() {
+        return Ok(());
+    }
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    Err(Error::Runtime(format!(
+        "{} output(s) could not be written (above); the masks and summary.json in {} are complete",
+        warnings.len(),
+        out.display()
+    )))
+}
+
 /// Prints `value` on stdout as pretty JSON.
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     let bytes = crate::json::to_pretty(value)?;

@@ -201,16 +201,6 @@ impl PropagateArgs {
                 self.out.join("masks").display()
             );
         }
-        if s.warnings.is_empty() {
-            return Ok(());
-        }
-        for w in &s.warnings {
-            eprintln!("warning: {w}");
-        }
-        Err(Error::Runtime(format!(
-            "{} output(s) could not be written (above); the masks and summary.json in {} are complete",
-            s.warnings.len(),
-            self.out.display()
-        )))
+        super::report_warnings(&s.warnings, &self.out)
     }
 }

@@ -127,17 +127,7 @@ impl SegmentArgs {
             eprintln!("note: {note}");
         }
         ended?;
-        if summary.warnings.is_empty() {
-            return Ok(());
-        }
-        for w in &summary.warnings {
-            eprintln!("warning: {w}");
-        }
-        Err(Error::Runtime(format!(
-            "{} output(s) could not be written (above); the masks and summary.json in {} are complete",
-            summary.warnings.len(),
-            self.out.display()
-        )))
+        super::report_warnings(&summary.warnings, &self.out)
     }
 
     /// `--online`: checks as [`SegmentArgs::segment`] does, then segments frames as they
@@ -283,7 +273,11 @@ impl SegmentArgs {
     }
 
     /// The --annotate masks per prompt (frame → 0/255 mask), each checked against the video.
-    fn annotations(&self, info: &crate::video::VideoInfo, prompts: usize) -> Result<Vec<BTreeMap<usize, GrayImage>>> {
+    fn annotations(
+        &self,
+        info: &crate::video::VideoInfo,
+        prompts: usize,
+    ) -> Result<Vec<BTreeMap<usize, GrayImage>>> {
         read_annotations(&self.annotate, info, prompts)
     }
 
@@ -424,8 +418,6 @@ impl<T> Checked<T> {
             .insert("prompt_stage".into(), what.into());
     }
 }
-
-
 
 /// A `segment` run ready to segment: what [`SegmentArgs::prepare`] checked, opened and loaded.
 struct Prepared<T> {

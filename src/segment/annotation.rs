@@ -108,7 +108,10 @@ mod tests {
     #[test]
     fn parses_prompt_frame_and_mask() {
         let a: Annotation = "17=fix.png".parse().unwrap();
-        assert_eq!((a.prompt, a.frame.as_str(), a.mask), (0, "17", PathBuf::from("fix.png")));
+        assert_eq!(
+            (a.prompt, a.frame.as_str(), a.mask),
+            (0, "17", PathBuf::from("fix.png"))
+        );
         let b: Annotation = "1:frame_000017=dir/a=b.png".parse().unwrap();
         assert_eq!((b.prompt, b.frame.as_str()), (1, "frame_000017"));
         assert_eq!(b.mask, PathBuf::from("dir/a=b.png"));

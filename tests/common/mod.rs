@@ -149,3 +149,15 @@ pub fn results(out: &std::path::Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// A folder under `root` holding the first `n` frames `frame_%06d.png` of the fixture folder
+/// `frames` (a shorter clip for CLI tests).
+pub fn first_frames(frames: &str, n: usize, root: &std::path::Path) -> PathBuf {
+    let dir = root.join("frames");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..n {
+        let name = format!("frame_{i:06}.png");
+        std::fs::copy(fixture(frames).join(&name), dir.join(&name)).unwrap();
+    }
+    dir
+}
