@@ -189,15 +189,10 @@ impl SegmentArgs {
             dump: self.dump.clone(),
             propagate: run.models.xmem.clone(),
             annotations,
-            prompt_stage_key: key,
+            prompt_stage_key: key.zip(run.setup.manifest.info.get("prompt_stage").cloned()),
             ..self.model.segment_options()
         };
-        let mut summary =
-            segment(&run.models.videolisa, video, &run.prompts, Some(&self.out), &opts)?.summary;
-        if let Some(note) = run.setup.manifest.info.get("prompt_stage") {
-            summary.prompt_stage = Some(note.clone());
-            crate::json::write_json(&self.out.join("summary.json"), &summary)?;
-        }
+        let summary = segment(&run.models.videolisa, video, &run.prompts, Some(&self.out), &opts)?.summary;
         run.setup.manifest.finish(&self.out)?;
         Ok(summary)
     }

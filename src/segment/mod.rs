@@ -75,8 +75,9 @@ pub struct SegmentOptions {
     /// in XMem++'s permanent memory (`--annotate`).
     pub annotations: Vec<BTreeMap<usize, GrayImage>>,
     /// With `propagate` and an output folder: keep the prompt stage's results there under
-    /// this key ([`cache::PromptStageCache`]), so a rerun with other corrections reuses them.
-    pub prompt_stage_key: Option<String>,
+    /// this key ([`cache::PromptStageCache`]), so a rerun with other corrections reuses them,
+    /// and say in the summary why they were computed (the note).
+    pub prompt_stage_key: Option<(String, String)>,
 }
 
 impl Default for SegmentOptions {
@@ -196,11 +197,8 @@ pub fn segment_prepared(
         prompts: embeddings,
         logits: totals.logits,
     };
-    if let (Some(key), Some(dir), Some((at, seeds))) = (&opts.prompt_stage_key, out, sam_seeds) {
-        result
-            .summary
-            .prompt_stage
-            .get_or_insert_with(|| "computed".into());
+    if let (Some((key, note)), Some(dir), Some((at, seeds))) = (&opts.prompt_stage_key, out, sam_seeds) {
+        result.summary.prompt_stage = Some(note.clone());
         let mut summary = result.summary.clone();
         summary.seconds.total = t0.elapsed().as_secs_f64();
         let cache = cache::PromptStageCache {
