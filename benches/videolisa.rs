@@ -70,12 +70,132 @@ fn random_weights(
     out
 }
 
-fn row(name: &str, ours: f64, theirs: Option<f64>) {
-    match theirs {
-        Some(p) if ours > 0.0 => println!("| {name:<11} | {ours:>9.3} | {p:>9.3} | {:>6.2}× |", p / ours),
-        Some(p) => println!("| {name:<11} | {ours:>9.3} | {p:>9.3} |      – |"),
-        None => println!("| {name:<11} | {ours:>9.3} |         – |      – |"),
+/// Matmul and convolution FLOPs (2 per multiply-add) of the stages that are GEMM-bound,
+/// counted from the loaded shapes: CLIP tower + projector over `n_sparse` frames, the LLM
+/// prefill of `seq` tokens (the last layer on its last row only, as it runs), SAM's image
+/// encoder per frame (windows padded as SAM pads them).
+struct StageFlops {
+    clip: f64,
+    llm: f64,
+    sam_encode_per_frame: f64,
+}
+
+fn stage_flops(m: &VideoLisa, n_sparse: usize, seq: usize) -> StageFlops {
+    let c = &m.vision_tower.config;
+    let (d, i, p) = (
+        c.hidden_size as f64,
+        c.intermediate_size as f64,
+        c.patch_size as f64,
+    );
+    let patches = c.num_patches() as f64;
+    let n = patches + 1.0;
+    let layer = 2.0 * n * (4.0 * d * d + 2.0 * d * i) + 4.0 * n * n * d;
+    let h = m.config.phi3.hidden_size as f64;
+    let proj = 2.0 * patches * (m.config.mm_hidden_size as f64 * h + h * h);
+    let clip = n_sparse as f64 * (2.0 * patches * 3.0 * p * p * d + c.layers_to_run() as f64 * layer + proj);
+
+    let l = &m.config.phi3;
+    let hd = (l.hidden_size / l.num_attention_heads) as f64;
+    let kv = l.num_key_value_heads.unwrap_or(l.num_attention_heads) as f64 * hd;
+    let window = m.model.config.sliding_window().unwrap_or(usize::MAX);
+    let keys: f64 = (0..seq)
+        .map(|r| (r + 1).min(window.saturating_add(1)) as f64)
+        .sum();
+    let (s, im) = (seq as f64, l.intermediate_size as f64);
+    let full_layer = 2.0 * s * h * (h + 2.0 * kv) + 2.0 * s * h * h + 6.0 * s * h * im + 4.0 * h * keys;
+    let last_layer = 2.0 * s * h * (h + 2.0 * kv) + 2.0 * h * h + 6.0 * h * im + 4.0 * h * seq as f64;
+    let llm = (l.num_hidden_layers as f64 - 1.0) * full_layer + last_layer;
+
+    let sc = &m.visual_model.config;
+    let g = (sc.img_size / sc.patch_size) as f64;
+    let (e, tok) = (sc.embed_dim as f64, g * g);
+    let ws = sc.window_size as f64;
+    let windows = (g / ws).ceil().powi(2);
+    let mut sam = 2.0 * tok * 3.0 * (sc.patch_size as f64).powi(2) * e;
+    for b in 0..sc.depth {
+        let (wn, side, count) = if sc.global_attn_indexes.contains(&b) {
+            (tok, g, 1.0)
+        } else {
+            (ws * ws, ws, windows)
+        };
+        let attention = count * (4.0 * wn * wn * e + 4.0 * wn * side * e);
+        sam += 2.0 * count * wn * (4.0 * e * e + 2.0 * e * sc.mlp_dim as f64) + attention;
     }
+    let o = sc.out_chans as f64;
+    sam += 2.0 * tok * e * o + 2.0 * tok * o * o * 9.0;
+    StageFlops {
+        clip,
+        llm,
+        sam_encode_per_frame: sam,
+    }
+}
+
+/// GFLOP/s and the share of `peak` (GFLOP/s), as table cells.
+fn rate(flops: Option<f64>, secs: Option<f64>, peak: Option<f64>) -> String {
+    match (flops, secs) {
+        (Some(f), Some(s)) if s > 0.0 => {
+            let g = f / s / 1e9;
+            match peak {
+                Some(p) => format!("{g:.0} ({:.0} %)", 100.0 * g / p),
+                None => format!("{g:.0}"),
+            }
+        }
+        _ => "–".into(),
+    }
+}
+
+struct Row<'a> {
+    name: &'a str,
+    ours: f64,
+    theirs: Option<f64>,
+    flops: Option<f64>,
+    peak: Option<f64>,
+}
+
+fn row(r: Row) {
+    let theirs = r.theirs.map_or("–".into(), |p| format!("{p:.3}"));
+    let ratio = match r.theirs {
+        Some(p) if r.ours > 0.0 => format!("{:.2}×", p / r.ours),
+        _ => "–".into(),
+    };
+    println!(
+        "| {:<11} | {:>9.3} | {theirs:>9} | {ratio:>6} | {} | {} |",
+        r.name,
+        r.ours,
+        rate(r.flops, Some(r.ours), r.peak),
+        rate(r.flops, r.theirs, r.peak)
+    );
+}
+
+/// The reference's stage seconds, or why there are none.
+fn reference_run(py: &str, script: &Path, dir: &Path, frames: &Path) -> Result<HashMap<String, f64>, String> {
+    let o = std::process::Command::new(py)
+        .arg(script)
+        .args(["run", dir.to_str().unwrap(), frames.to_str().unwrap()])
+        .output()
+        .map_err(|e| format!("could not start {py}: {e}"))?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    let last: Option<serde_json::Map<String, serde_json::Value>> =
+        text.lines().last().and_then(|l| serde_json::from_str(l).ok());
+    if let Some(m) = last {
+        // the numbers (stage seconds, sequence length, peak RSS); versions and names aside
+        return Ok(m
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v.as_f64()?)))
+            .collect());
+    }
+    let err = String::from_utf8_lossy(&o.stderr);
+    let tail: Vec<&str> = err.lines().rev().take(5).collect();
+    Err(format!(
+        "{} exited with {} and printed no timings; stderr ends: {}",
+        script.display(),
+        o.status,
+        tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+    ))
+}
+
+fn peak_env(name: &str) -> Option<f64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
 fn main() {
@@ -156,28 +276,70 @@ fn main() {
         peak_rss_mb()
     );
     let py = std::env::var("VIDEOLISA_PY").unwrap_or_else(|_| "/work/venv/ref/bin/python".into());
-    let theirs: Option<HashMap<String, f64>> = if mode != "full" && Path::new(&py).exists() {
-        let o = std::process::Command::new(&py)
-            .arg(repo.join("tools/reference/bench_videolisa.py"))
-            .args(["run", dir.to_str().unwrap(), frames.to_str().unwrap()])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&o.stdout);
-        text.lines().last().and_then(|l| serde_json::from_str(l).ok())
+    let script = repo.join("tools/reference/bench_videolisa.py");
+    let theirs = if mode == "full" {
+        Err(
+            "full size: the reference side is not run here (its random weights would take another 13 GB)"
+                .to_string(),
+        )
+    } else if !Path::new(&py).exists() {
+        Err(format!("no reference Python at {py} (set VIDEOLISA_PY)"))
     } else {
-        None
+        reference_run(&py, &script, &dir, &frames)
     };
+    if let Err(why) = &theirs {
+        println!("reference: {why}");
+    }
+    let theirs = theirs.ok();
     let get = |k: &str| theirs.as_ref().and_then(|m| m.get(k).copied());
-    println!("| stage       | ours (s)  | PyTorch (s) | ratio |");
-    println!("|---|---|---|---|");
-    row("load", load, get("load"));
-    row("decode", s.decode, get("decode"));
-    row("preprocess", s.preprocess, get("preprocess"));
-    row("clip", s.clip, get("clip"));
-    row("llm", s.llm, get("llm"));
-    row("sam encode", s.sam_encode, get("sam_encode"));
-    row("sam decode", s.sam_decode, get("sam_decode"));
-    row("write", s.write, get("write"));
+    if let (Some(rss), Some(th)) = (get("peak_rss_mb"), get("threads")) {
+        println!(
+            "reference: peak RSS {rss:.0} MB, {th} threads, sequence {:?} tokens",
+            get("seq_len")
+        );
+    }
+    let f = stage_flops(&model, opts.n_sparse, r.prompts[0].seq_len);
+    let (p32, p16) = (peak_env("VIDEOLISA_PEAK_F32"), peak_env("VIDEOLISA_PEAK_BF16"));
+    let peak_of = |d: DType| if d == DType::BF16 { p16 } else { p32 };
+    let o = &model.options;
+    println!("GEMM peak (GFLOP/s, measured by the caller): f32 {p32:?}, bf16 {p16:?}");
+    println!("| stage       | ours (s)  | PyTorch (s) | ratio | ours GFLOP/s (% of peak) | PyTorch GFLOP/s (% of peak) |");
+    println!("|---|---|---|---|---|---|");
+    let plain = |name, ours, theirs| Row {
+        name,
+        ours,
+        theirs,
+        flops: None,
+        peak: None,
+    };
+    let frames_n = video.len() as f64;
+    row(plain("load", load, get("load")));
+    row(plain("decode", s.decode, get("decode")));
+    row(plain("preprocess", s.preprocess, get("preprocess")));
+    row(Row {
+        name: "clip",
+        ours: s.clip,
+        theirs: get("clip"),
+        flops: Some(f.clip),
+        peak: peak_of(o.clip),
+    });
+    row(Row {
+        name: "llm",
+        ours: s.llm,
+        theirs: get("llm"),
+        flops: Some(f.llm),
+        peak: peak_of(o.llm),
+    });
+    let sam = Some(f.sam_encode_per_frame * frames_n);
+    row(Row {
+        name: "sam encode",
+        ours: s.sam_encode,
+        theirs: get("sam_encode"),
+        flops: sam,
+        peak: peak_of(o.sam),
+    });
+    row(plain("sam decode", s.sam_decode, get("sam_decode")));
+    row(plain("write", s.write, get("write")));
     let py_total = theirs.as_ref().map(|m| {
         [
             "decode",
@@ -192,5 +354,5 @@ fn main() {
         .filter_map(|k| m.get(*k))
         .sum()
     });
-    row("total", s.total, py_total);
+    row(plain("total", s.total, py_total));
 }

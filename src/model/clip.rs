@@ -4,6 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::json::{parse_json, read_json};
+use crate::model::attention::{attention, Bias, Options};
 use crate::model::{conv2d, softmax_last_dim, ConfigKind, LayerNorm};
 use crate::preprocess::ClipTransform;
 use crate::weights::Loader;
@@ -263,6 +264,9 @@ pub fn clip_transform(dir: &Path, image_size: usize) -> Result<ClipTransform> {
     Ok(t)
 }
 
+/// Frames per tower pass on the CPU (see [`ClipVisionTower::forward`]).
+const CPU_FRAMES_PER_PASS: usize = 2;
+
 /// `CLIPAttention` (eager): `softmax((q·scale) kᵀ) v`.
 #[derive(Debug, Clone)]
 pub struct ClipAttention {
@@ -281,10 +285,20 @@ impl ClipAttention {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (b, n, c) = x.dims3()?;
         let hd = c / self.heads;
-        let split = |t: Tensor| t.reshape((b, n, self.heads, hd))?.transpose(1, 2)?.contiguous();
-        let q = split((self.q_proj.forward(x)? * (hd as f64).powf(-0.5))?)?;
-        let k = split(self.k_proj.forward(x)?)?;
-        let v = split(self.v_proj.forward(x)?)?;
+        let heads = |t: Tensor| t.reshape((b, n, self.heads, hd));
+        let q = heads((self.q_proj.forward(x)? * (hd as f64).powf(-0.5))?)?;
+        let k = heads(self.k_proj.forward(x)?)?;
+        let v = heads(self.v_proj.forward(x)?)?;
+        let fused = Options {
+            scale: None,
+            bias: Bias::None,
+            bf16_probs: false,
+        };
+        if let Some(o) = attention(&q, &k, &v, &fused)? {
+            return self.out_proj.forward(&o.reshape((b, n, c))?);
+        }
+        let split = |t: Tensor| t.transpose(1, 2)?.contiguous();
+        let (q, k, v) = (split(q)?, split(k)?, split(v)?);
         let a = softmax_last_dim(&q.matmul(&k.t()?)?)?;
         let o = a.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
         self.out_proj.forward(&o)
@@ -310,7 +324,7 @@ impl ClipEncoderLayer {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let h = (x + self.self_attn.forward(&self.layer_norm1.forward(x)?)?)?;
         let m = self.fc1.forward(&self.layer_norm2.forward(&h)?)?;
-        let m = (&m * candle_nn::ops::sigmoid(&(&m * 1.702)?)?)?;
+        let m = crate::model::quick_gelu(&m)?;
         h + self.fc2.forward(&m)?
     }
 }
@@ -367,8 +381,28 @@ impl ClipVisionTower {
         })
     }
 
-    /// Patch features of `pixel_values` `[B, 3, S, S]` → `[B, n, D]` (CLS dropped).
+    /// Patch features of `pixel_values` `[B, 3, S, S]` → `[B, n, D]` (CLS dropped). On the
+    /// CPU the frames go through in pairs: a pair's largest activation (the MLP's, 2 × 577 ×
+    /// 4096 f32 at CLIP-L/336) stays under the size from which every allocation is a fresh
+    /// `mmap` whose pages fault in one by one (frames are independent: the same arithmetic).
     pub fn forward(&self, pixel_values: &Tensor) -> Result<Tensor> {
+        let b = pixel_values.dim(0)?;
+        let chunk = if pixel_values.device().is_cpu() {
+            CPU_FRAMES_PER_PASS
+        } else {
+            b
+        };
+        if b <= chunk {
+            return self.forward_batch(pixel_values);
+        }
+        let parts = (0..b)
+            .step_by(chunk)
+            .map(|s| self.forward_batch(&pixel_values.narrow(0, s, chunk.min(b - s))?))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&parts, 0)?)
+    }
+
+    fn forward_batch(&self, pixel_values: &Tensor) -> Result<Tensor> {
         let dtype = self.class_embedding.dtype();
         let x = pixel_values.to_dtype(dtype)?;
         let b = x.dim(0)?;

@@ -1,7 +1,9 @@
 //! The networks, one module per reference component, with struct fields named after the
 //! reference state-dict entries.
 
+pub mod attention;
 pub mod clip;
+pub mod conv;
 pub mod phi3;
 pub mod sam;
 pub mod videolisa;
@@ -46,6 +48,62 @@ pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
         }
         _ => candle_nn::ops::softmax_last_dim(x),
     }
+}
+
+/// `x · sigmoid(1.702 · x)` (CLIP's quick GELU), in one pass for f32 CPU tensors (three
+/// tensor passes, each a fresh allocation, otherwise); the same arithmetic either way.
+pub fn quick_gelu(x: &Tensor) -> candle_core::Result<Tensor> {
+    struct QuickGelu;
+    impl candle_core::CustomOp1 for QuickGelu {
+        fn name(&self) -> &'static str {
+            "quick-gelu"
+        }
+        fn cpu_fwd(
+            &self,
+            s: &candle_core::CpuStorage,
+            l: &candle_core::Layout,
+        ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+            let (a, b) = l.contiguous_offsets().expect("checked contiguous");
+            let x = &s.as_slice::<f32>()?[a..b];
+            let mut out = vec![0f32; x.len()];
+            use rayon::prelude::*;
+            out.par_chunks_mut(1 << 14)
+                .zip(x.par_chunks(1 << 14))
+                .for_each(|(o, x)| {
+                    for (o, &v) in o.iter_mut().zip(x) {
+                        *o = v * (1.0 / (1.0 + (-(v * 1.702)).exp()));
+                    }
+                });
+            Ok((candle_core::CpuStorage::F32(out), l.shape().clone()))
+        }
+    }
+    if x.device().is_cpu() && x.dtype() == DType::F32 && x.is_contiguous() {
+        return x.apply_op1_no_bwd(&QuickGelu);
+    }
+    x * candle_nn::ops::sigmoid(&(x * 1.702)?)?
+}
+
+/// `f` (a row-wise map such as an MLP) over `x` `[.., D]` in blocks of `rows` rows on the
+/// CPU, so that its intermediates stay small; elsewhere over all rows at once.
+pub fn in_row_blocks(
+    x: &Tensor,
+    rows: usize,
+    f: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+) -> candle_core::Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let flat = x.flatten_to(dims.len().saturating_sub(2))?;
+    let n = flat.dim(0)?;
+    if !x.device().is_cpu() || n <= rows {
+        return f(x);
+    }
+    let parts = (0..n)
+        .step_by(rows)
+        .map(|s| f(&flat.narrow(0, s, rows.min(n - s))?))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let y = Tensor::cat(&parts, 0)?;
+    let mut out = dims;
+    *out.last_mut().expect("rank ≥ 1") = y.dim(1)?;
+    y.reshape(out)
 }
 
 /// `mean(dim, keepdim=True)` with f32 accumulation for half-precision inputs, rounded once.
@@ -93,7 +151,10 @@ pub fn conv2d(
     } else {
         (x.clone(), weight.clone())
     };
-    let mut y = x.conv2d(&w, padding, stride, 1, 1)?;
+    let mut y = match conv::conv2d(&x, &w, padding, stride)? {
+        Some(y) => y,
+        None => x.conv2d(&w, padding, stride, 1, 1)?,
+    };
     if let Some(b) = bias {
         let b = b.to_dtype(y.dtype())?.reshape((1, b.dim(0)?, 1, 1))?;
         y = y.broadcast_add(&b)?;

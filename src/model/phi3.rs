@@ -5,6 +5,7 @@
 //! one hidden row.
 
 use crate::error::{Error, Result};
+use crate::model::attention::{attention, Bias, Options};
 use crate::model::softmax_last_dim;
 use crate::weights::Loader;
 use candle_core::{DType, Device, Module, Tensor, D};
@@ -230,6 +231,7 @@ pub struct Phi3Attention {
     num_heads: usize,
     num_kv_heads: usize,
     head_dim: usize,
+    sliding_window: Option<usize>,
 }
 
 impl Phi3Attention {
@@ -242,6 +244,7 @@ impl Phi3Attention {
             num_heads: c.num_attention_heads,
             num_kv_heads: c.kv_heads(),
             head_dim: c.head_dim(),
+            sliding_window: c.sliding_window(),
         })
     }
 
@@ -255,14 +258,53 @@ impl Phi3Attention {
     ) -> Result<Tensor> {
         let n = x.dim(0)?;
         let (q, k, v) = self.project(x, rope, from)?;
-        let o = attend(&q, &k, &v, from, masks, self.head_dim)?
-            .transpose(0, 1)?
-            .reshape((n - from, self.num_heads * self.head_dim))?;
+        let o = match self.attend_fused(&q, &k, &v, from)? {
+            Some(o) => o,
+            None => {
+                let (k, v) = (self.repeat_kv(k)?, self.repeat_kv(v)?);
+                attend(&q, &k, &v, from, masks, self.head_dim)?.transpose(0, 1)?
+            }
+        };
+        let o = o.reshape((n - from, self.num_heads * self.head_dim))?;
         Ok(self.o_proj.forward(&o)?)
     }
 
-    /// q of rows `from..n` and k, v of all rows, `[heads, rows, head_dim]`, RoPE applied, the
-    /// key/value heads repeated to the query heads.
+    /// The fused CPU kernel on `[heads, rows, head_dim]` q and `[kv_heads, n, head_dim]` k, v:
+    /// scores in f32 from f32 copies of q and k, probabilities rounded to v's dtype when that
+    /// is bf16 (what [`attend`] does) → `[rows, heads, head_dim]` in v's dtype.
+    fn attend_fused(&self, q: &Tensor, k: &Tensor, v: &Tensor, from: usize) -> Result<Option<Tensor>> {
+        if !matches!(v.dtype(), DType::F32 | DType::BF16) {
+            return Ok(None);
+        }
+        let view =
+            |t: &Tensor| -> Result<Tensor> { Ok(t.to_dtype(DType::F32)?.transpose(0, 1)?.unsqueeze(0)?) };
+        let opts = Options {
+            scale: Some(1.0 / (self.head_dim as f64).sqrt() as f32),
+            bias: Bias::Causal {
+                first_row: from,
+                window: self.sliding_window,
+            },
+            bf16_probs: v.dtype() == DType::BF16,
+        };
+        let Some(o) = attention(&view(q)?, &view(k)?, &view(v)?, &opts)? else {
+            return Ok(None);
+        };
+        Ok(Some(o.squeeze(0)?.to_dtype(v.dtype())?))
+    }
+
+    /// The key/value heads repeated to the query heads, `[heads, n, head_dim]`.
+    fn repeat_kv(&self, t: Tensor) -> Result<Tensor> {
+        let (kvh, n, hd) = t.dims3()?;
+        if kvh == self.num_heads {
+            return Ok(t);
+        }
+        Ok(t.unsqueeze(1)?
+            .broadcast_as((kvh, self.num_heads / kvh, n, hd))?
+            .reshape((self.num_heads, n, hd))?)
+    }
+
+    /// q of rows `from..n` `[heads, rows, head_dim]` and k, v of all rows
+    /// `[kv_heads, n, head_dim]`, RoPE applied.
     fn project(&self, x: &Tensor, rope: &RotaryEmbedding, from: usize) -> Result<(Tensor, Tensor, Tensor)> {
         let n = x.dim(0)?;
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
@@ -274,15 +316,7 @@ impl Phi3Attention {
         let q = rope.apply(&q, from)?;
         let k = rope.apply(&heads(qkv.narrow(1, h * hd, kvh * hd)?, kvh, n)?, 0)?;
         let v = heads(qkv.narrow(1, (h + kvh) * hd, kvh * hd)?, kvh, n)?;
-        if kvh == h {
-            return Ok((q, k, v));
-        }
-        let repeat = |t: Tensor| -> Result<Tensor> {
-            Ok(t.unsqueeze(1)?
-                .broadcast_as((kvh, h / kvh, n, hd))?
-                .reshape((h, n, hd))?)
-        };
-        Ok((q, repeat(k)?, repeat(v)?))
+        Ok((q, k, v))
     }
 }
 

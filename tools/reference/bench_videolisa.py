@@ -21,6 +21,7 @@ import argparse
 import glob
 import json
 import os
+import resource
 import shutil
 import sys
 import time
@@ -291,6 +292,8 @@ def run(d, frames_dir, device="cpu", dtype="f32", ids_file=None, out=None):
     t["frames"] = len(frames)
     t["attention"] = attn
     t["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__}
+    t["threads"] = torch.get_num_threads()
+    t["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if device.startswith("cuda"):
         t["peak_gpu_allocated_gb"] = torch.cuda.max_memory_allocated() / 1e9
     print(json.dumps(t))

@@ -2,6 +2,7 @@
 //! with 14×14 windowed or global attention and decomposed relative positions, and the neck.
 
 use super::SamConfig;
+use crate::model::attention::{attention, Bias, Options};
 use crate::model::LayerNorm;
 use crate::model::{conv2d, LayerNorm2d};
 use crate::weights::Loader;
@@ -185,6 +186,10 @@ fn window_unpartition(
     }
 }
 
+/// Token rows per MLP pass on the CPU: the hidden activation (1024 × 5120 f32 = 21 MB at
+/// ViT-H) stays under the size from which every allocation is a fresh `mmap`.
+const CPU_MLP_ROWS: usize = 1024;
+
 impl Block {
     /// `[B, H, W, D]` → `[B, H, W, D]`.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
@@ -199,10 +204,11 @@ impl Block {
             self.attn.forward(&x)?
         };
         let x = (shortcut + x)?;
-        let y = self
-            .mlp
-            .lin2
-            .forward(&self.mlp.lin1.forward(&self.norm2.forward(&x)?)?.gelu_erf()?)?;
+        let mlp = |t: &Tensor| {
+            let t = self.norm2.forward(t)?;
+            self.mlp.lin2.forward(&self.mlp.lin1.forward(&t)?.gelu_erf()?)
+        };
+        let y = crate::model::in_row_blocks(&x, CPU_MLP_ROWS, mlp)?;
         x + y
     }
 }
@@ -235,16 +241,34 @@ impl Attention {
         let (b, h, w, d) = x.dims4()?;
         let nh = self.num_heads;
         let hd = d / nh;
-        let qkv = self
-            .qkv
-            .forward(x)?
-            .reshape((b, h * w, 3, nh, hd))?
-            .permute((2, 0, 3, 1, 4))?
-            .contiguous()?
-            .reshape((3, b * nh, h * w, hd))?;
-        let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
-        let attn = (&q * self.scale)?.matmul(&k.t()?)?;
-        let attn = self.rel_pos_softmax(&attn, &q, (h, w))?;
+        // [B, h·w, 3, heads, hd]: q, k and v are read in place as [B, h·w, heads, hd]
+        let qkv = self.qkv.forward(x)?.reshape((b, h * w, 3, nh, hd))?;
+        let part = |i: usize| qkv.narrow(2, i, 1)?.squeeze(2);
+        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
+        // rel_h, rel_w read the unscaled q, per head: [B·heads, h, w, hd]
+        let q_heads = q.transpose(1, 2)?.contiguous()?.reshape((b * nh, h, w, hd))?;
+        let (rel_h, rel_w) = self.rel_pos_terms(&q_heads)?;
+        let q = (q * self.scale)?;
+        let fused = Options {
+            scale: None,
+            bias: Bias::RelPos {
+                rel_h: &rel_h.reshape((b * nh, h * w, h))?,
+                rel_w: &rel_w.reshape((b * nh, h * w, w))?,
+            },
+            bf16_probs: false,
+        };
+        if let Some(o) = attention(&q, &k, &v, &fused)? {
+            return self.proj.forward(&o.reshape((b, h, w, d))?);
+        }
+        let heads = |t: Tensor| t.transpose(1, 2)?.contiguous()?.reshape((b * nh, h * w, hd));
+        let (q, k, v) = (heads(q)?, heads(k)?, heads(v)?);
+        let attn = q
+            .matmul(&k.t()?)?
+            .reshape((b * nh, h, w, h, w))?
+            .broadcast_add(&rel_h.unsqueeze(4)?)?
+            .broadcast_add(&rel_w.unsqueeze(3)?)?
+            .reshape((b * nh, h * w, h * w))?;
+        let attn = crate::model::softmax_last_dim(&attn)?;
         let x = attn
             .matmul(&v)?
             .reshape((b, nh, h, w, hd))?
@@ -254,20 +278,14 @@ impl Attention {
         self.proj.forward(&x)
     }
 
-    /// `softmax(attn + rel_h + rel_w)` with `rel_h[b,h,w,k] = Σ_c q[b,h,w,c]·Rh[h,k,c]` (and
-    /// likewise for w): SAM's decomposed relative positions, fused on the CPU in f32.
-    fn rel_pos_softmax(
-        &self,
-        attn: &Tensor,
-        q: &Tensor,
-        (h, w): (usize, usize),
-    ) -> candle_core::Result<Tensor> {
+    /// SAM's decomposed relative positions of the per-head queries `[B·heads, h, w, C]`:
+    /// `rel_h[b,y,x,k] = Σ_c q[b,y,x,c]·Rh[y,k,c]` `[B·heads, h, w, k_h]` and likewise `rel_w`
+    /// `[B·heads, h, w, k_w]`.
+    fn rel_pos_terms(&self, r_q: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        let (bn, h, w, c) = r_q.dims4()?;
         let rh = get_rel_pos(h, h, &self.rel_pos_h)?; // [h, k_h, C]
         let rw = get_rel_pos(w, w, &self.rel_pos_w)?; // [w, k_w, C]
-        let bn = q.dim(0)?;
-        let c = q.dim(2)?;
-        let r_q = q.reshape((bn, h, w, c))?;
-        // over h: [h, B·w, C] @ [h, C, k_h] → [h, B·w, k_h] → [B, h, w, k_h]
+                                                      // over h: [h, B·w, C] @ [h, C, k_h] → [h, B·w, k_h] → [B, h, w, k_h]
         let rel_h = r_q
             .permute((1, 0, 2, 3))?
             .contiguous()?
@@ -283,15 +301,7 @@ impl Attention {
             .matmul(&rw.transpose(1, 2)?.contiguous()?)?
             .reshape((w, bn, h, w))?
             .permute((1, 2, 0, 3))?;
-        if let Some(out) = super::rel_pos_softmax::fused(attn, &rel_h, &rel_w, (h, w))? {
-            return Ok(out);
-        }
-        let attn = attn
-            .reshape((bn, h, w, h, w))?
-            .broadcast_add(&rel_h.unsqueeze(4)?)?
-            .broadcast_add(&rel_w.unsqueeze(3)?)?
-            .reshape((bn, h * w, h * w))?;
-        crate::model::softmax_last_dim(&attn)
+        Ok((rel_h.contiguous()?, rel_w.contiguous()?))
     }
 }
 

@@ -5,7 +5,6 @@
 pub mod image_encoder;
 pub mod mask_decoder;
 pub mod prompt_encoder;
-pub mod rel_pos_softmax;
 
 use crate::error::{Error, Result};
 use crate::weights::Loader;

@@ -176,26 +176,37 @@ pub fn similarity(mk: &Tensor, ms: &Tensor, qk: &Tensor, qe: &Tensor) -> candle_
     s.broadcast_mul(ms)? / (ck as f64).sqrt()
 }
 
-/// The top-k softmax of one query row of `n` similarities given by `sim` (`do_softmax` with
-/// `top_k`: no maximum subtracted, the similarities are ≤ 0): the `k` largest entries and their
-/// weights.
-fn top_k_row(n: usize, k: usize, sim: impl Fn(usize) -> f32) -> Vec<(u32, f32)> {
-    let k = k.min(n);
+/// The top-k softmax of one query row of similarities (`do_softmax` with `top_k`: no maximum
+/// subtracted, the similarities are ≤ 0): the `k` largest entries and their weights.
+fn top_k_row(sims: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let k = k.min(sims.len());
     // The k best so far and the position of the worst of them; a later element enters only
-    // when it beats that worst one, which after the first few hundred elements is rare.
-    let mut best: Vec<(u32, f32)> = (0..k).map(|i| (i as u32, sim(i))).collect();
+    // when it beats that worst one, which after the first few hundred elements is rare: blocks
+    // of 16 whose maximum does not beat it are passed over whole (a vectorised maximum).
+    let mut best: Vec<(u32, f32)> = sims[..k]
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (i as u32, v))
+        .collect();
     let worst = |b: &[(u32, f32)]| {
         (0..b.len())
             .min_by(|&x, &y| b[x].1.total_cmp(&b[y].1))
             .expect("k ≥ 1")
     };
     let mut w = worst(&best);
-    for i in k..n {
-        let v = sim(i);
-        if v > best[w].1 {
-            best[w] = (i as u32, v);
-            w = worst(&best);
+    let mut i = k;
+    while i < sims.len() {
+        let end = (i + 16).min(sims.len());
+        let block = &sims[i..end];
+        if block.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) > best[w].1 {
+            for (j, &v) in block.iter().enumerate() {
+                if v > best[w].1 {
+                    best[w] = ((i + j) as u32, v);
+                    w = worst(&best);
+                }
+            }
         }
+        i = end;
     }
     let exps: Vec<f32> = best.iter().map(|&(_, v)| v.exp()).collect();
     let sum: f32 = exps.iter().sum();
@@ -283,15 +294,23 @@ impl MemoryManager {
         with_host_slice(raw, |sim| {
             sim.par_chunks(n)
                 .zip(b)
-                .map(|(r, &b)| {
-                    let at = |i: usize| (r[i] - b) * ms[i] * scale;
+                .map_init(Vec::new, |buf: &mut Vec<f32>, (r, &b)| {
                     self.groups
                         .iter()
                         .map(|g| {
+                            // the group's elements: the shared stores, then permanent memory
+                            // from the group's entry on
                             let skip = g.perm_start;
-                            let map = |j: usize| if j < shared { j } else { j + skip };
-                            let mut row = top_k_row(n - skip, k, |j| at(map(j)));
-                            row.iter_mut().for_each(|e| e.0 = map(e.0 as usize) as u32);
+                            buf.clear();
+                            let at = |i: usize| (r[i] - b) * ms[i] * scale;
+                            buf.extend((0..shared).map(at));
+                            buf.extend((shared + skip..n).map(at));
+                            let mut row = top_k_row(buf, k);
+                            for e in row.iter_mut() {
+                                if e.0 as usize >= shared {
+                                    e.0 += skip as u32;
+                                }
+                            }
                             row
                         })
                         .collect()
@@ -500,7 +519,7 @@ mod tests {
     #[test]
     fn top_k_softmax_keeps_the_largest() {
         let row = [-5.0f32, -0.5, -3.0, -0.1, -9.0];
-        let r = top_k_row(row.len(), 2, |i| row[i]);
+        let r = top_k_row(&row, 2);
         let mut ids: Vec<u32> = r.iter().map(|p| p.0).collect();
         ids.sort();
         assert_eq!(ids, vec![1, 3]);
@@ -509,7 +528,16 @@ mod tests {
         let w3 = r.iter().find(|p| p.0 == 3).unwrap().1;
         let expect = (-0.1f32).exp() / ((-0.1f32).exp() + (-0.5f32).exp());
         assert!((w3 - expect).abs() < 1e-6);
-        assert_eq!(top_k_row(1, 30, |i| row[i]).len(), 1);
+        assert_eq!(top_k_row(&row[..1], 30).len(), 1);
+        // past blocks of 16 that hold nothing better; an equal value does not displace, and the
+        // first of equal worst ones is the one replaced
+        let long: Vec<f32> = (0..100)
+            .map(|i| if i == 77 { -0.01 } else { -1.0 - (i % 7) as f32 })
+            .collect();
+        let r = top_k_row(&long, 3);
+        let mut ids: Vec<u32> = r.iter().map(|p| p.0).collect();
+        ids.sort();
+        assert_eq!(ids, vec![7, 14, 77]);
     }
 
     #[test]
