@@ -1,15 +1,29 @@
-//! 2-D convolution on the CPU in f32 as one matrix product per image: the patches are laid
-//! out `[C_in·kh·kw, out_h·out_w]` (PyTorch's im2col order: channel, then kernel row, then
-//! column, so the weight `[C_out, C_in, kh, kw]` is used as stored) with both cores filling
-//! them, and `weight · patches` runs through the `gemm` crate on all threads straight into the
-//! NCHW output. candle's CPU path converts the input to NHWC on one thread and multiplies
-//! 512-pixel tiles, which left XMem's ResNets and SAM's neck far from the GEMM peak.
+//! 2-D convolution on the CPU in f32 as matrix products: the patches of a band of output
+//! pixels are laid out `[kh·kw·C_in, cols]` (kernel row, column, then channel: the order of
+//! candle's own im2col, so each output sums its products in the order it did) by all threads, and
+//! `weight · patches` runs through the `gemm` crate on all threads straight into the NCHW
+//! output. candle's CPU path converts the input to NHWC on one thread,
+//! divides per element while gathering and multiplies 512-pixel tiles, which left XMem's
+//! ResNets and SAM's neck far from the GEMM peak.
 
 use candle_core::{DType, Device, Storage, Tensor};
 use rayon::prelude::*;
 
-/// Patch-matrix elements built at once (256 MB of f32); larger outputs go in column bands.
-const MAX_PATCH_ELEMENTS: usize = 1 << 26;
+/// Patch-matrix elements of one band of output pixels: 16 MB of f32, under the size from
+/// which every allocation is a fresh `mmap` whose pages fault in one by one, and large enough
+/// for the GEMM to run near its peak (its packing of the weight is paid once per band).
+const BAND_ELEMENTS: usize = 1 << 22;
+
+/// The output buffer, written by tasks in disjoint column bands.
+struct OutPtr(*mut f32);
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    fn at(&self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
 
 /// `conv2d(x, weight, padding, stride)` (no dilation, one group) for f32 CPU tensors `x`
 /// `[B, C_in, H, W]` and `weight` `[C_out, C_in, kh, kw]`; `None` for other dtypes or devices.
@@ -23,9 +37,11 @@ pub fn conv2d(
     if !cpu_f32(x) || !cpu_f32(weight) || stride == 0 {
         return Ok(None);
     }
-    let (x, weight) = (x.contiguous()?, weight.contiguous()?);
+    let x = x.contiguous()?;
+    // [C_out, kh, kw, C_in]: the patch rows' order (see `patches`)
+    let weight = weight.permute((0, 2, 3, 1))?.contiguous()?;
     let (b, c, h, w) = x.dims4()?;
-    let (co, ci, kh, kw) = weight.dims4()?;
+    let (co, kh, kw, ci) = weight.dims4()?;
     if ci != c || h + 2 * padding < kh || w + 2 * padding < kw {
         candle_core::bail!(
             "conv2d: input {:?} does not fit weight {:?} (padding {padding})",
@@ -51,44 +67,55 @@ pub fn conv2d(
     let p = g.oh * g.ow;
     let k = c * kh * kw;
     let mut out = vec![0f32; b * co * p];
-    let band = (MAX_PATCH_ELEMENTS / k).clamp(1, p);
-    for (bi, out_b) in out.chunks_mut(co * p).enumerate() {
-        let img = &xd[bi * c * h * w..(bi + 1) * c * h * w];
-        for p0 in (0..p).step_by(band) {
-            let cols = band.min(p - p0);
-            let pointwise = kh == 1 && kw == 1 && stride == 1 && padding == 0;
-            let patches = if pointwise {
-                None
-            } else {
-                Some(g.patches(img, p0, cols))
-            };
-            let (rhs, rhs_rs) = match &patches {
-                Some(m) => (m.as_ptr(), cols as isize),
-                None => (img[p0..].as_ptr(), p as isize),
-            };
-            // out[:, p0..p0+cols] = weight [C_out, K] · patches [K, cols]
-            unsafe {
-                gemm::gemm(
-                    co,
-                    cols,
-                    k,
-                    out_b[p0..].as_mut_ptr(),
-                    1,
-                    p as isize,
-                    false,
-                    wd.as_ptr(),
-                    1,
-                    k as isize,
-                    rhs,
-                    1,
-                    rhs_rs,
-                    0f32,
-                    1f32,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::Rayon(0),
-                );
+    let out_ptr = OutPtr(out.as_mut_ptr());
+    let gemm_into = |bi: usize, p0: usize, cols: usize, rhs: *const f32, rhs_rs: usize, par| {
+        // out[bi, :, p0..p0+cols] = weight [C_out, K] · patches [K, cols]
+        let dst = out_ptr.at(bi * co * p + p0);
+        unsafe {
+            gemm::gemm(
+                co,
+                cols,
+                k,
+                dst,
+                1,
+                p as isize,
+                false,
+                wd.as_ptr(),
+                1,
+                k as isize,
+                rhs,
+                1,
+                rhs_rs as isize,
+                0f32,
+                1f32,
+                false,
+                false,
+                false,
+                par,
+            );
+        }
+    };
+    if kh == 1 && kw == 1 && stride == 1 && padding == 0 {
+        // the image is its own patch matrix
+        for bi in 0..b {
+            gemm_into(
+                bi,
+                0,
+                p,
+                xd[bi * c * h * w..].as_ptr(),
+                p,
+                gemm::Parallelism::Rayon(0),
+            );
+        }
+    } else {
+        // bands of output pixels, one after the other, each built and multiplied on all threads
+        let band = (BAND_ELEMENTS / k).max(16).min(p);
+        for bi in 0..b {
+            let img = &xd[bi * c * h * w..(bi + 1) * c * h * w];
+            for p0 in (0..p).step_by(band) {
+                let cols = band.min(p - p0);
+                let m = g.patches(img, p0, cols);
+                gemm_into(bi, p0, cols, m.as_ptr(), cols, gemm::Parallelism::Rayon(0));
             }
         }
     }
@@ -116,14 +143,14 @@ struct Geometry {
 }
 
 impl Geometry {
-    /// Patch rows (channel, ky, kx) of output pixels `p0..p0 + cols` of one image `[C, H, W]`:
+    /// Patch rows (ky, kx, channel) of output pixels `p0..p0 + cols` of one image `[C, H, W]`:
     /// `[C·kh·kw, cols]`, zero where the kernel reaches into the padding. Each row is filled
     /// output row by output row: the valid run of columns is one copy at stride 1, one
     /// strided gather otherwise.
     fn patches(&self, img: &[f32], p0: usize, cols: usize) -> Vec<f32> {
         let mut m = vec![0f32; self.c * self.kh * self.kw * cols];
         m.par_chunks_mut(cols).enumerate().for_each(|(r, row)| {
-            let (ch, ky, kx) = (r / (self.kh * self.kw), r / self.kw % self.kh, r % self.kw);
+            let (ky, kx, ch) = (r / (self.kw * self.c), r / self.c % self.kw, r % self.c);
             let plane = &img[ch * self.h * self.w..(ch + 1) * self.h * self.w];
             // output columns whose input column kx + ox·s − pad lies inside the image
             let ox_lo = self.padding.saturating_sub(kx).div_ceil(self.stride);

@@ -136,7 +136,8 @@ pub fn parse_dtype(s: &str) -> Option<DType> {
 
 /// `conv2d` that also works for bf16 on the CPU (candle's CPU im2col gemm lacks bf16): the
 /// convolution runs in f32 there and the result is rounded back, which is what PyTorch's CPU
-/// bf16 convolution returns up to accumulation order.
+/// bf16 convolution returns up to accumulation order. f32 on the CPU goes through
+/// [`conv::conv2d`] (one patch matrix and one GEMM per image).
 pub fn conv2d(
     x: &Tensor,
     weight: &Tensor,

@@ -65,7 +65,8 @@ for step in "${steps[@]}"; do
             "$dir/xmem/XMem.pth" 5 > "$dir/theirs.json"
         "$py" - "$clip/ours/summary.json" "$dir/theirs.json" "$dir/ours.rss" "$dir/theirs.rss" <<'PY'
 import json, sys
-ours, theirs = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+ours = json.load(open(sys.argv[1]))
+theirs = json.loads(open(sys.argv[2]).read().strip().splitlines()[-1])  # XMem2 prints its own lines first
 rss = [int(open(p).read().split()[-1]) / 1024 for p in sys.argv[3:5]]
 o = ours["seconds"]["total"]
 print(f"ours {o:.1f} s ({ours['seconds']}), {ours.get('consolidations')} consolidations, peak RSS {rss[0]:.0f} MB")
