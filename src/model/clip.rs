@@ -264,9 +264,6 @@ pub fn clip_transform(dir: &Path, image_size: usize) -> Result<ClipTransform> {
     Ok(t)
 }
 
-/// Frames per tower pass on the CPU (see [`ClipVisionTower::forward`]).
-const CPU_FRAMES_PER_PASS: usize = 2;
-
 /// `CLIPAttention` (eager): `softmax((q·scale) kᵀ) v`.
 #[derive(Debug, Clone)]
 pub struct ClipAttention {
@@ -381,28 +378,8 @@ impl ClipVisionTower {
         })
     }
 
-    /// Patch features of `pixel_values` `[B, 3, S, S]` → `[B, n, D]` (CLS dropped). On the
-    /// CPU the frames go through in pairs: a pair's largest activation (the MLP's, 2 × 577 ×
-    /// 4096 f32 at CLIP-L/336) stays under the size from which every allocation is a fresh
-    /// `mmap` whose pages fault in one by one (frames are independent: the same arithmetic).
+    /// Patch features of `pixel_values` `[B, 3, S, S]` → `[B, n, D]` (CLS dropped).
     pub fn forward(&self, pixel_values: &Tensor) -> Result<Tensor> {
-        let b = pixel_values.dim(0)?;
-        let chunk = if pixel_values.device().is_cpu() {
-            CPU_FRAMES_PER_PASS
-        } else {
-            b
-        };
-        if b <= chunk {
-            return self.forward_batch(pixel_values);
-        }
-        let parts = (0..b)
-            .step_by(chunk)
-            .map(|s| self.forward_batch(&pixel_values.narrow(0, s, chunk.min(b - s))?))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Tensor::cat(&parts, 0)?)
-    }
-
-    fn forward_batch(&self, pixel_values: &Tensor) -> Result<Tensor> {
         let dtype = self.class_embedding.dtype();
         let x = pixel_values.to_dtype(dtype)?;
         let b = x.dim(0)?;

@@ -9,10 +9,10 @@
 use candle_core::{DType, Device, Storage, Tensor};
 use rayon::prelude::*;
 
-/// Patch-matrix elements of one band of output pixels: 16 MB of f32, under the size from
-/// which every allocation is a fresh `mmap` whose pages fault in one by one, and large enough
-/// for the GEMM to run near its peak (its packing of the weight is paid once per band).
-const BAND_ELEMENTS: usize = 1 << 22;
+/// Patch-matrix elements of one band of output pixels (256 MB of f32): one band per image at
+/// XMem's and SAM's sizes. Bands of 16 MB (under glibc's `mmap` threshold) made a 100-frame
+/// full-size XMem++ run 2× slower: the GEMM runs far better on whole images.
+const BAND_ELEMENTS: usize = 1 << 26;
 
 /// The output buffer, written by tasks in disjoint column bands.
 struct OutPtr(*mut f32);

@@ -83,29 +83,6 @@ pub fn quick_gelu(x: &Tensor) -> candle_core::Result<Tensor> {
     x * candle_nn::ops::sigmoid(&(x * 1.702)?)?
 }
 
-/// `f` (a row-wise map such as an MLP) over `x` `[.., D]` in blocks of `rows` rows on the
-/// CPU, so that its intermediates stay small; elsewhere over all rows at once.
-pub fn in_row_blocks(
-    x: &Tensor,
-    rows: usize,
-    f: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
-) -> candle_core::Result<Tensor> {
-    let dims = x.dims().to_vec();
-    let flat = x.flatten_to(dims.len().saturating_sub(2))?;
-    let n = flat.dim(0)?;
-    if !x.device().is_cpu() || n <= rows {
-        return f(x);
-    }
-    let parts = (0..n)
-        .step_by(rows)
-        .map(|s| f(&flat.narrow(0, s, rows.min(n - s))?))
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    let y = Tensor::cat(&parts, 0)?;
-    let mut out = dims;
-    *out.last_mut().expect("rank ≥ 1") = y.dim(1)?;
-    y.reshape(out)
-}
-
 /// `mean(dim, keepdim=True)` with f32 accumulation for half-precision inputs, rounded once.
 pub fn mean_keepdim(x: &Tensor, dim: usize) -> candle_core::Result<Tensor> {
     match x.dtype() {

@@ -186,10 +186,6 @@ fn window_unpartition(
     }
 }
 
-/// Token rows per MLP pass on the CPU: the hidden activation (1024 × 5120 f32 = 21 MB at
-/// ViT-H) stays under the size from which every allocation is a fresh `mmap`.
-const CPU_MLP_ROWS: usize = 1024;
-
 impl Block {
     /// `[B, H, W, D]` → `[B, H, W, D]`.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
@@ -204,11 +200,10 @@ impl Block {
             self.attn.forward(&x)?
         };
         let x = (shortcut + x)?;
-        let mlp = |t: &Tensor| {
-            let t = self.norm2.forward(t)?;
-            self.mlp.lin2.forward(&self.mlp.lin1.forward(&t)?.gelu_erf()?)
-        };
-        let y = crate::model::in_row_blocks(&x, CPU_MLP_ROWS, mlp)?;
+        let y = self
+            .mlp
+            .lin2
+            .forward(&self.mlp.lin1.forward(&self.norm2.forward(&x)?)?.gelu_erf()?)?;
         x + y
     }
 }
