@@ -144,42 +144,66 @@ struct Geometry {
 
 impl Geometry {
     /// Patch rows (ky, kx, channel) of output pixels `p0..p0 + cols` of one image `[C, H, W]`:
-    /// `[C·kh·kw, cols]`, zero where the kernel reaches into the padding. Each row is filled
-    /// output row by output row: the valid run of columns is one copy at stride 1, one
-    /// strided gather otherwise.
+    /// `[kh·kw·C, cols]`, zero where the kernel reaches into the padding.
     fn patches(&self, img: &[f32], p0: usize, cols: usize) -> Vec<f32> {
         let mut m = vec![0f32; self.c * self.kh * self.kw * cols];
-        m.par_chunks_mut(cols).enumerate().for_each(|(r, row)| {
-            let (ky, kx, ch) = (r / (self.kw * self.c), r / self.c % self.kw, r % self.c);
+        let rows = RowsPtr(m.as_mut_ptr());
+        // one task per channel: its kh·kw rows read the same plane while it is in cache
+        (0..self.c).into_par_iter().for_each(|ch| {
             let plane = &img[ch * self.h * self.w..(ch + 1) * self.h * self.w];
-            // output columns whose input column kx + ox·s − pad lies inside the image
-            let ox_lo = self.padding.saturating_sub(kx).div_ceil(self.stride);
-            let ox_hi = ((self.w + self.padding).saturating_sub(kx))
-                .div_ceil(self.stride)
-                .min(self.ow);
-            let (p1, mut p) = (p0 + cols, p0);
-            while p < p1 {
-                let (oy, ox0) = (p / self.ow, p % self.ow);
-                let end = (p + self.ow - ox0).min(p1); // the rest of this output row
-                let iy = (oy * self.stride + ky).wrapping_sub(self.padding);
-                if iy < self.h {
-                    let (a, b) = (ox0.max(ox_lo), (end - p + ox0).min(ox_hi));
-                    if a < b {
-                        let dst = &mut row[p - p0 + a - ox0..p - p0 + b - ox0];
-                        let src0 = iy * self.w + a * self.stride + kx - self.padding;
-                        if self.stride == 1 {
-                            dst.copy_from_slice(&plane[src0..src0 + (b - a)]);
-                        } else {
-                            for (j, v) in dst.iter_mut().enumerate() {
-                                *v = plane[src0 + j * self.stride];
-                            }
-                        }
-                    }
+            for ky in 0..self.kh {
+                for kx in 0..self.kw {
+                    let r = (ky * self.kw + kx) * self.c + ch;
+                    // SAFETY: row r belongs to channel ch's task alone
+                    let row = unsafe { std::slice::from_raw_parts_mut(rows.row(r, cols), cols) };
+                    self.fill_row(plane, ky, kx, p0, row);
                 }
-                p = end;
             }
         });
         m
+    }
+
+    /// One patch row: input pixel (ky, kx) of the kernel for output pixels `p0..`, from the
+    /// channel's `plane`; the valid run of columns of each output row is one copy at stride 1,
+    /// one strided gather otherwise.
+    fn fill_row(&self, plane: &[f32], ky: usize, kx: usize, p0: usize, row: &mut [f32]) {
+        // output columns whose input column kx + ox·s − pad lies inside the image
+        let ox_lo = self.padding.saturating_sub(kx).div_ceil(self.stride);
+        let ox_hi = ((self.w + self.padding).saturating_sub(kx))
+            .div_ceil(self.stride)
+            .min(self.ow);
+        let (p1, mut p) = (p0 + row.len(), p0);
+        while p < p1 {
+            let (oy, ox0) = (p / self.ow, p % self.ow);
+            let end = (p + self.ow - ox0).min(p1); // the rest of this output row
+            let iy = (oy * self.stride + ky).wrapping_sub(self.padding);
+            if iy < self.h {
+                let (a, b) = (ox0.max(ox_lo), (end - p + ox0).min(ox_hi));
+                if a < b {
+                    let dst = &mut row[p - p0 + a - ox0..p - p0 + b - ox0];
+                    let src0 = iy * self.w + a * self.stride + kx - self.padding;
+                    if self.stride == 1 {
+                        dst.copy_from_slice(&plane[src0..src0 + (b - a)]);
+                    } else {
+                        for (j, v) in dst.iter_mut().enumerate() {
+                            *v = plane[src0 + j * self.stride];
+                        }
+                    }
+                }
+            }
+            p = end;
+        }
+    }
+}
+
+/// The patch matrix, its rows filled by per-channel tasks.
+struct RowsPtr(*mut f32);
+unsafe impl Send for RowsPtr {}
+unsafe impl Sync for RowsPtr {}
+
+impl RowsPtr {
+    fn row(&self, r: usize, cols: usize) -> *mut f32 {
+        self.0.wrapping_add(r * cols)
     }
 }
 
