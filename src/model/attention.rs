@@ -7,6 +7,7 @@
 //! arithmetic per element is the unfused path's: the same dot products, scale, bias and
 //! softmax, only in other memory.
 
+use crate::model::{matmul_into, Strided};
 use candle_core::{DType, Device, Layout, Storage, Tensor};
 use rayon::prelude::*;
 
@@ -211,25 +212,23 @@ impl Ctx<'_> {
         let mut s = vec![0f32; t.rows * keys];
         // S = q_block · k[lo..hi]ᵀ
         unsafe {
-            gemm::gemm(
-                t.rows,
-                keys,
-                d,
-                s.as_mut_ptr(),
-                1,
-                keys as isize,
-                false,
-                self.q.at(t.bi, t.r0, t.hi),
-                1,
-                self.q.strides[1] as isize,
-                self.k.at(t.bi, lo, t.kvh),
-                self.k.strides[1] as isize,
-                1,
-                0f32,
-                1f32,
-                false,
-                false,
-                false,
+            matmul_into(
+                (t.rows, keys, d),
+                Strided {
+                    ptr: s.as_mut_ptr(),
+                    row: keys,
+                    col: 1,
+                },
+                Strided {
+                    ptr: self.q.at(t.bi, t.r0, t.hi),
+                    row: self.q.strides[1],
+                    col: 1,
+                },
+                Strided {
+                    ptr: self.k.at(t.bi, lo, t.kvh),
+                    row: 1,
+                    col: self.k.strides[1],
+                },
                 gemm::Parallelism::None,
             );
         }
@@ -243,25 +242,23 @@ impl Ctx<'_> {
             .wrapping_add(((t.bi * self.q.dims[1] + t.r0) * self.heads + t.hi) * dv);
         // out_block = P · v[lo..hi]
         unsafe {
-            gemm::gemm(
-                t.rows,
-                dv,
-                keys,
-                dst,
-                1,
-                (self.heads * dv) as isize,
-                false,
-                s.as_ptr(),
-                1,
-                keys as isize,
-                self.v.at(t.bi, lo, t.kvh),
-                1,
-                self.v.strides[1] as isize,
-                0f32,
-                1f32,
-                false,
-                false,
-                false,
+            matmul_into(
+                (t.rows, dv, keys),
+                Strided {
+                    ptr: dst,
+                    row: self.heads * dv,
+                    col: 1,
+                },
+                Strided {
+                    ptr: s.as_ptr(),
+                    row: keys,
+                    col: 1,
+                },
+                Strided {
+                    ptr: self.v.at(t.bi, lo, t.kvh),
+                    row: self.v.strides[1],
+                    col: 1,
+                },
                 gemm::Parallelism::None,
             );
         }

@@ -6,6 +6,7 @@
 //! divides per element while gathering and multiplies 512-pixel tiles, which left XMem's
 //! ResNets and SAM's neck far from the GEMM peak.
 
+use crate::model::{matmul_into, Strided};
 use candle_core::{DType, Device, Storage, Tensor};
 use rayon::prelude::*;
 
@@ -72,25 +73,23 @@ pub fn conv2d(
         // out[bi, :, p0..p0+cols] = weight [C_out, K] · patches [K, cols]
         let dst = out_ptr.at(bi * co * p + p0);
         unsafe {
-            gemm::gemm(
-                co,
-                cols,
-                k,
-                dst,
-                1,
-                p as isize,
-                false,
-                wd.as_ptr(),
-                1,
-                k as isize,
-                rhs,
-                1,
-                rhs_rs as isize,
-                0f32,
-                1f32,
-                false,
-                false,
-                false,
+            matmul_into(
+                (co, cols, k),
+                Strided {
+                    ptr: dst,
+                    row: p,
+                    col: 1,
+                },
+                Strided {
+                    ptr: wd.as_ptr(),
+                    row: k,
+                    col: 1,
+                },
+                Strided {
+                    ptr: rhs,
+                    row: rhs_rs,
+                    col: 1,
+                },
                 par,
             );
         }

@@ -50,6 +50,52 @@ pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
     }
 }
 
+/// A strided f32 matrix for [`matmul_into`]: its first element and the steps between rows and
+/// between columns (in elements).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Strided<P> {
+    pub ptr: P,
+    pub row: usize,
+    pub col: usize,
+}
+
+/// `dst = lhs · rhs` (`m × k` times `k × n`) on raw strided f32 data through the `gemm` crate,
+/// for the CPU kernels that read tensors in place.
+///
+/// # Safety
+/// Each pointer must cover its matrix's strided extent, and `dst` must not overlap the inputs
+/// or be written by anyone else meanwhile.
+pub(crate) unsafe fn matmul_into(
+    (m, n, k): (usize, usize, usize),
+    dst: Strided<*mut f32>,
+    lhs: Strided<*const f32>,
+    rhs: Strided<*const f32>,
+    parallelism: gemm::Parallelism,
+) {
+    let i = |v: usize| v as isize;
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst.ptr,
+        i(dst.col),
+        i(dst.row),
+        false,
+        lhs.ptr,
+        i(lhs.col),
+        i(lhs.row),
+        rhs.ptr,
+        i(rhs.col),
+        i(rhs.row),
+        0f32,
+        1f32,
+        false,
+        false,
+        false,
+        parallelism,
+    );
+}
+
 /// `x · sigmoid(1.702 · x)` (CLIP's quick GELU), in one pass for f32 CPU tensors (three
 /// tensor passes, each a fresh allocation, otherwise); the same arithmetic either way.
 pub fn quick_gelu(x: &Tensor) -> candle_core::Result<Tensor> {
