@@ -27,6 +27,9 @@ frames=${XMEM_FRAMES:-100}
 export RAYON_NUM_THREADS=$threads OMP_NUM_THREADS=$threads VIDEOLISA_PY=$py
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && steps=(peak mid xmem)
+for step in "${steps[@]}"; do
+    case $step in peak | mid | xmem | full) ;; *) echo "unknown step $step (peak, mid, xmem, full)" >&2; exit 2 ;; esac
+done
 mkdir -p "$dir"
 echo "# cpu.sh $(date -u +%FT%TZ), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $threads threads, $(git rev-parse --short HEAD)"
 cargo build --release --quiet
