@@ -341,7 +341,13 @@ impl Loader {
     }
 
     /// A `Linear(d_in → d_out)` with or without bias (weight `[d_out, d_in]`).
-    pub fn linear(&self, s: &str, d_in: usize, d_out: usize, bias: bool) -> Result<candle_nn::Linear> {
+    pub fn linear(
+        &self,
+        s: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+    ) -> Result<crate::model::linear::Linear> {
         let l = self.pp(s);
         let w = l.get("weight", &[d_out, d_in])?;
         let b = if bias {
@@ -349,7 +355,7 @@ impl Loader {
         } else {
             None
         };
-        Ok(candle_nn::Linear::new(w, b))
+        Ok(crate::model::linear::Linear::new(w, b))
     }
 }
 

@@ -5,11 +5,11 @@
 use crate::error::{Error, Result};
 use crate::json::{parse_json, read_json};
 use crate::model::attention::{attention, Bias, Options};
+use crate::model::linear::Linear;
 use crate::model::{conv2d, softmax_last_dim, ConfigKind, LayerNorm};
 use crate::preprocess::ClipTransform;
 use crate::weights::Loader;
 use candle_core::{Module, Tensor, D};
-use candle_nn::Linear;
 use serde::Deserialize;
 use std::path::Path;
 

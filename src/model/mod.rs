@@ -1,9 +1,11 @@
 //! The networks, one module per reference component, with struct fields named after the
 //! reference state-dict entries.
 
+pub mod amx;
 pub mod attention;
 pub mod clip;
 pub mod conv;
+pub mod linear;
 pub mod phi3;
 pub mod sam;
 pub mod videolisa;

@@ -6,10 +6,10 @@
 
 use crate::error::{Error, Result};
 use crate::model::attention::{attention, Bias, Options};
+use crate::model::linear::Linear;
 use crate::model::softmax_last_dim;
 use crate::weights::Loader;
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::Linear;
 use serde::Deserialize;
 use std::path::Path;
 

@@ -6,6 +6,7 @@
 use crate::error::{Error, Result};
 use crate::json::parse_json;
 use crate::model::clip::{clip_transform, ClipVisionConfig, ClipVisionTower};
+use crate::model::linear::Linear;
 use crate::model::phi3::{Phi3Config, Phi3Model};
 use crate::model::sam::{Sam, VIDEOLISA_PREFIX};
 use crate::model::{mean_keepdim, ConfigKind};
@@ -13,7 +14,6 @@ use crate::preprocess::{ClipTransform, SamTransform};
 use crate::tokenizer::{phi3_prompt, Tokenizer, IMAGE_TOKEN_INDEX};
 use crate::weights::{Loader, Weights};
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::Linear;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

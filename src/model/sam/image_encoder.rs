@@ -3,11 +3,11 @@
 
 use super::SamConfig;
 use crate::model::attention::{attention, Bias, Options};
+use crate::model::linear::Linear;
 use crate::model::LayerNorm;
 use crate::model::{conv2d, LayerNorm2d};
 use crate::weights::Loader;
 use candle_core::{Module, Tensor};
-use candle_nn::Linear;
 
 /// `patch_embed.proj`: a stride-`patch` convolution from RGB to `embed_dim`.
 #[derive(Debug, Clone)]

@@ -3,10 +3,10 @@
 //! per-pixel weights over the upscaled embedding.
 
 use super::SamConfig;
+use crate::model::linear::Linear;
 use crate::model::LayerNorm;
 use crate::weights::Loader;
 use candle_core::{Module, Tensor};
-use candle_nn::Linear;
 
 /// `transformer.layers.N.*_attn*`: attention with an internal dim of `dim / downsample`.
 #[derive(Debug, Clone)]

@@ -209,9 +209,9 @@ impl GroupResBlock {
 #[derive(Debug, Clone)]
 pub struct Cbam {
     /// `ChannelGate.mlp.1`.
-    pub mlp1: candle_nn::Linear,
+    pub mlp1: crate::model::linear::Linear,
     /// `ChannelGate.mlp.3`.
-    pub mlp3: candle_nn::Linear,
+    pub mlp3: crate::model::linear::Linear,
     /// `SpatialGate.spatial.conv`.
     pub spatial: Conv,
 }
