@@ -199,6 +199,7 @@ fn peak_env(name: &str) -> Option<f64> {
 }
 
 fn main() {
+    videolisa::device::keep_large_allocations(); // as the binary does
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let mode = args.first().map_or("tiny", String::as_str).to_string();
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));

@@ -50,6 +50,7 @@ impl Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    videolisa::device::keep_large_allocations();
     videolisa::progress::set_quiet(cli.quiet);
     match cli.command.run() {
         Ok(()) => ExitCode::SUCCESS,

@@ -145,8 +145,44 @@ impl RmsNorm {
     }
 }
 
+impl RmsNorm {
+    /// bf16 rows on the CPU in one pass: the f32 mean of squares, `x / sqrt(var + eps)` rounded
+    /// to bf16, times the bf16 weight rounded again (the tensor path's roundings; its f32 sum
+    /// order is not kept, so f32 models keep the tensor path).
+    fn forward_bf16_cpu(&self, x: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        use candle_core::{CpuStorage, Storage};
+        use half::bf16;
+        use rayon::prelude::*;
+        let d = self.weight.dim(0)?;
+        if x.dtype() != DType::BF16 || self.weight.dtype() != DType::BF16 || !x.device().is_cpu() || d == 0 {
+            return Ok(None);
+        }
+        let x = x.contiguous()?;
+        let w: Vec<f32> = self.weight.to_dtype(DType::F32)?.to_vec1()?;
+        let (st, l) = x.storage_and_layout();
+        let (Storage::Cpu(CpuStorage::BF16(v)), Some((a, b))) = (&*st, l.contiguous_offsets()) else {
+            return Ok(None);
+        };
+        let eps = self.eps as f32;
+        let mut out = vec![bf16::ZERO; b - a];
+        out.par_chunks_mut(d)
+            .zip(v[a..b].par_chunks(d))
+            .for_each(|(o, row)| {
+                let ss: f32 = row.iter().map(|x| x.to_f32() * x.to_f32()).sum();
+                let inv = 1.0 / (ss / d as f32 + eps).sqrt();
+                for ((o, x), w) in o.iter_mut().zip(row).zip(&w) {
+                    *o = bf16::from_f32(w * bf16::from_f32(x.to_f32() * inv).to_f32());
+                }
+            });
+        Ok(Some(Tensor::from_vec(out, x.shape(), x.device())?))
+    }
+}
+
 impl Module for RmsNorm {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if let Some(y) = self.forward_bf16_cpu(x)? {
+            return Ok(y);
+        }
         let dtype = x.dtype();
         let work = crate::model::work_dtype(dtype);
         let xf = x.to_dtype(work)?;
@@ -219,6 +255,90 @@ impl RotaryEmbedding {
     }
 }
 
+/// q (rows `from..n`), k and v split from `qkv_proj`'s CPU output `[n, (H + 2·Hkv)·d]`, RoPE
+/// applied to q and k, as f32 `[1, rows, heads, d]` for the attention kernel. Each value is
+/// the one [`RotaryEmbedding::apply`] computes — `t·cos + rotate_half(t)·sin`, every product
+/// and the sum rounded to the model's dtype — in one pass instead of a copy per head layout,
+/// five tensor passes and a conversion.
+fn rope_split(
+    qkv: &Tensor,
+    rope: &RotaryEmbedding,
+    from: usize,
+    (h, kvh, hd): (usize, usize, usize),
+) -> Result<(Tensor, Tensor, Tensor)> {
+    use candle_core::{CpuStorage, Storage};
+    let (n, width) = qkv.dims2()?;
+    if width != (h + 2 * kvh) * hd || hd % 2 != 0 {
+        return Err(Error::Checkpoint(format!(
+            "qkv_proj output is {width} wide, expected ({h} + 2 × {kvh}) × {hd} with an even head_dim"
+        )));
+    }
+    let (cos, sin) = rope.tables(0, n)?;
+    let (cos, sin) = (
+        cos.to_dtype(DType::F32)?.contiguous()?,
+        sin.to_dtype(DType::F32)?.contiguous()?,
+    );
+    let (cos, sin) = (
+        cos.flatten_all()?.to_vec1::<f32>()?,
+        sin.flatten_all()?.to_vec1::<f32>()?,
+    );
+    let qkv = qkv.contiguous()?;
+    let (st, l) = qkv.storage_and_layout();
+    let (a, b) = l.contiguous_offsets().expect("contiguous");
+    let vals: Vec<f32> = match &*st {
+        Storage::Cpu(CpuStorage::F32(v)) => v[a..b].to_vec(),
+        Storage::Cpu(CpuStorage::BF16(v)) => v[a..b].iter().map(|x| x.to_f32()).collect(),
+        _ => {
+            return Err(Error::Checkpoint(format!(
+                "rope_split: {:?} on the CPU only",
+                qkv.dtype()
+            )))
+        }
+    };
+    let bf16 = qkv.dtype() == DType::BF16;
+    let rows_of = |first: usize, heads: usize, col0: usize, roped: bool| -> Vec<f32> {
+        use rayon::prelude::*;
+        let mut out = vec![0f32; (n - first) * heads * hd];
+        out.par_chunks_mut((heads * hd).max(1))
+            .enumerate()
+            .for_each(|(r, o)| {
+                let p = first + r;
+                let src = &vals[p * width + col0..p * width + col0 + heads * hd];
+                if !roped {
+                    o.copy_from_slice(src);
+                    return;
+                }
+                let (c, s) = (&cos[p * hd..(p + 1) * hd], &sin[p * hd..(p + 1) * hd]);
+                for (t, o) in src.chunks_exact(hd).zip(o.chunks_exact_mut(hd)) {
+                    if bf16 {
+                        rotate::<true>(t, c, s, o);
+                    } else {
+                        rotate::<false>(t, c, s, o);
+                    }
+                }
+            });
+        out
+    };
+    let dev = qkv.device();
+    let t = |v: Vec<f32>, rows: usize, heads: usize| Tensor::from_vec(v, (1, rows, heads, hd), dev);
+    let q = t(rows_of(from, h, 0, true), n - from, h)?;
+    let k = t(rows_of(0, kvh, h * hd, true), n, kvh)?;
+    let v = t(rows_of(0, kvh, (h + kvh) * hd, false), n, kvh)?;
+    Ok((q, k, v))
+}
+
+/// One head's `t·cos + rotate_half(t)·sin`, each product and the sum rounded to bf16 when
+/// `BF16` (exact f32 arithmetic otherwise, no fused multiply-add: candle's f32 result).
+fn rotate<const BF16: bool>(t: &[f32], cos: &[f32], sin: &[f32], out: &mut [f32]) {
+    let r = |x: f32| if BF16 { half::bf16::from_f32(x).to_f32() } else { x };
+    let half = t.len() / 2;
+    let (t1, t2) = t.split_at(half);
+    for j in 0..half {
+        out[j] = r(r(t1[j] * cos[j]) + r(-t2[j] * sin[j]));
+        out[half + j] = r(r(t2[j] * cos[half + j]) + r(t1[j] * sin[half + j]));
+    }
+}
+
 /// `Phi3Attention` with the fused `qkv_proj` (rows: q, k, v), for one prefill: queries of rows
 /// `from..n` against keys `0..n`, in query blocks whose masks come from
 /// [`Phi3Model::attention_masks`].
@@ -257,10 +377,11 @@ impl Phi3Attention {
         masks: &[Tensor],
     ) -> Result<Tensor> {
         let n = x.dim(0)?;
-        let (q, k, v) = self.project(x, rope, from)?;
-        let o = match self.attend_fused(&q, &k, &v, from)? {
+        let qkv = self.qkv_proj.forward(x)?;
+        let o = match self.attend_cpu(&qkv, rope, from)? {
             Some(o) => o,
             None => {
+                let (q, k, v) = self.project(&qkv, rope, from)?;
                 let (k, v) = (self.repeat_kv(k)?, self.repeat_kv(v)?);
                 attend(&q, &k, &v, from, masks, self.head_dim)?.transpose(0, 1)?
             }
@@ -269,27 +390,29 @@ impl Phi3Attention {
         Ok(self.o_proj.forward(&o)?)
     }
 
-    /// The fused CPU kernel on `[heads, rows, head_dim]` q and `[kv_heads, n, head_dim]` k, v:
-    /// scores in f32 from f32 copies of q and k, probabilities rounded to v's dtype when that
-    /// is bf16 (what [`attend`] does) → `[rows, heads, head_dim]` in v's dtype.
-    fn attend_fused(&self, q: &Tensor, k: &Tensor, v: &Tensor, from: usize) -> Result<Option<Tensor>> {
-        if !matches!(v.dtype(), DType::F32 | DType::BF16) {
+    /// The fused CPU path for f32 and bf16: q, k, v split from `qkv` `[n, (H + 2·Hkv)·d]` with
+    /// RoPE applied in one pass ([`rope_split`]), then the tiled attention kernel; scores in
+    /// f32, probabilities rounded to bf16 for a bf16 model (what [`attend`] does) →
+    /// `[rows, heads, head_dim]` in `qkv`'s dtype. `None` elsewhere.
+    fn attend_cpu(&self, qkv: &Tensor, rope: &RotaryEmbedding, from: usize) -> Result<Option<Tensor>> {
+        let dtype = qkv.dtype();
+        if !qkv.device().is_cpu() || !matches!(dtype, DType::F32 | DType::BF16) {
             return Ok(None);
         }
-        let view =
-            |t: &Tensor| -> Result<Tensor> { Ok(t.to_dtype(DType::F32)?.transpose(0, 1)?.unsqueeze(0)?) };
+        let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let (q, k, v) = rope_split(qkv, rope, from, (h, kvh, hd))?;
         let opts = Options {
-            scale: Some(1.0 / (self.head_dim as f64).sqrt() as f32),
+            scale: Some(1.0 / (hd as f64).sqrt() as f32),
             bias: Bias::Causal {
                 first_row: from,
                 window: self.sliding_window,
             },
-            bf16_probs: v.dtype() == DType::BF16,
+            bf16_probs: dtype == DType::BF16,
         };
-        let Some(o) = attention(&view(q)?, &view(k)?, &view(v)?, &opts)? else {
+        let Some(o) = attention(&q, &k, &v, &opts)? else {
             return Ok(None);
         };
-        Ok(Some(o.squeeze(0)?.to_dtype(v.dtype())?))
+        Ok(Some(o.squeeze(0)?.to_dtype(dtype)?))
     }
 
     /// The key/value heads repeated to the query heads, `[heads, n, head_dim]`.
@@ -304,11 +427,10 @@ impl Phi3Attention {
     }
 
     /// q of rows `from..n` `[heads, rows, head_dim]` and k, v of all rows
-    /// `[kv_heads, n, head_dim]`, RoPE applied.
-    fn project(&self, x: &Tensor, rope: &RotaryEmbedding, from: usize) -> Result<(Tensor, Tensor, Tensor)> {
-        let n = x.dim(0)?;
+    /// `[kv_heads, n, head_dim]` from `qkv_proj`'s output `[n, (H + 2·Hkv)·d]`, RoPE applied.
+    fn project(&self, qkv: &Tensor, rope: &RotaryEmbedding, from: usize) -> Result<(Tensor, Tensor, Tensor)> {
+        let n = qkv.dim(0)?;
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let qkv = self.qkv_proj.forward(x)?;
         let heads = |t: Tensor, count: usize, rows: usize| -> Result<Tensor> {
             Ok(t.reshape((rows, count, hd))?.transpose(0, 1)?.contiguous()?)
         };
@@ -376,9 +498,70 @@ impl Module for Phi3Mlp {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let i = self.intermediate_size;
         let gu = self.gate_up_proj.forward(x)?;
-        let gate = gu.narrow(1, 0, i)?;
-        let up = gu.narrow(1, i, i)?;
-        self.down_proj.forward(&(up * candle_nn::ops::silu(&gate)?)?)
+        let fused =
+            gu.device().is_cpu() && gu.is_contiguous() && matches!(gu.dtype(), DType::F32 | DType::BF16);
+        let h = if fused {
+            gu.apply_op1_no_bwd(&SwiGlu { intermediate_size: i })?
+        } else {
+            (gu.narrow(1, i, i)? * candle_nn::ops::silu(&gu.narrow(1, 0, i)?)?)?
+        };
+        self.down_proj.forward(&h)
+    }
+}
+
+/// `up · silu(gate)` of the fused projection's rows `[n, 2i]` (gate first) in one pass on the
+/// CPU: `gate / (1 + exp(−gate))` as candle's f32 `silu` evaluates it, then the product; in
+/// bf16 each of the two results is rounded once, as PyTorch's two bf16 ops round them.
+struct SwiGlu {
+    intermediate_size: usize,
+}
+
+impl SwiGlu {
+    fn rows<T: Copy + Send + Sync + Default>(&self, gu: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
+        use rayon::prelude::*;
+        let i = self.intermediate_size;
+        let mut out = vec![T::default(); gu.len() / 2];
+        out.par_chunks_mut(i.max(1))
+            .zip(gu.par_chunks(2 * i.max(1)))
+            .for_each(|(o, row)| {
+                let (gate, up) = row.split_at(i);
+                for ((o, &g), &u) in o.iter_mut().zip(gate).zip(up) {
+                    *o = f(g, u);
+                }
+            });
+        out
+    }
+}
+
+impl candle_core::CustomOp1 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "swiglu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &candle_core::CpuStorage,
+        l: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use candle_core::CpuStorage;
+        use half::bf16;
+        let (a, b) = l.contiguous_offsets().expect("checked contiguous");
+        let (rows, width) = l.shape().dims2()?;
+        if width != 2 * self.intermediate_size {
+            candle_core::bail!(
+                "gate_up_proj output is {width} wide, expected 2 × {}",
+                self.intermediate_size
+            );
+        }
+        let silu = |g: f32| g / (1.0 + (-g).exp());
+        let out = match s {
+            CpuStorage::F32(v) => CpuStorage::F32(self.rows(&v[a..b], |g, u| u * silu(g))),
+            CpuStorage::BF16(v) => CpuStorage::BF16(self.rows(&v[a..b], |g: bf16, u: bf16| {
+                bf16::from_f32(u.to_f32() * bf16::from_f32(silu(g.to_f32())).to_f32())
+            })),
+            _ => candle_core::bail!("swiglu: f32 and bf16 only"),
+        };
+        Ok((out, (rows, self.intermediate_size).into()))
     }
 }
 
@@ -579,5 +762,123 @@ mod tests {
             matches!(e, Error::Usage(_)) && e.to_string().contains("129 positions"),
             "{e}"
         );
+    }
+
+    fn rand(shape: &[usize], dtype: DType) -> Tensor {
+        Tensor::randn(0f32, 1.0, shape, &Device::Cpu)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        let f = |t: &Tensor| t.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
+        (f(a) - f(b))
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    /// The one-pass q/k/v split with RoPE equals the tensor path ([`Phi3Attention::project`])
+    /// bit for bit in f32 and in bf16 (same products, sums and roundings), grouped heads and a
+    /// first query row past 0 included.
+    #[test]
+    fn rope_split_equals_the_tensor_path() {
+        let c = config(r#", "sliding_window": 40, "num_key_value_heads": 2"#).unwrap();
+        for dtype in [DType::F32, DType::BF16] {
+            let rope = RotaryEmbedding::new(&c, dtype, &Device::Cpu).unwrap();
+            let (h, kvh, hd) = (4, 2, 16);
+            let attn = Phi3Attention {
+                qkv_proj: Linear::new(rand(&[1, 1], dtype), None),
+                o_proj: Linear::new(rand(&[1, 1], dtype), None),
+                num_heads: h,
+                num_kv_heads: kvh,
+                head_dim: hd,
+                sliding_window: Some(40),
+            };
+            let qkv = rand(&[37, (h + 2 * kvh) * hd], dtype);
+            let (q, k, v) = rope_split(&qkv, &rope, 5, (h, kvh, hd)).unwrap();
+            let (q0, k0, v0) = attn.project(&qkv, &rope, 5).unwrap();
+            let layout = |t: Tensor| t.transpose(0, 1).unwrap().unsqueeze(0).unwrap();
+            for (name, ours, theirs) in [
+                ("q", &q, layout(q0)),
+                ("k", &k, layout(k0)),
+                ("v", &v, layout(v0)),
+            ] {
+                assert_eq!(ours.dims(), theirs.dims(), "{name} {dtype:?}");
+                assert_eq!(max_diff(ours, &theirs), 0.0, "{name} {dtype:?}");
+            }
+        }
+    }
+
+    /// The one-pass `up · silu(gate)`: f32 equals candle's ops bit for bit; bf16 equals the f32
+    /// arithmetic rounded once per PyTorch op (silu, then the product).
+    #[test]
+    fn swiglu_rounds_like_the_reference() {
+        let i = 24;
+        let gu = rand(&[7, 2 * i], DType::F32);
+        let fused = gu.apply_op1_no_bwd(&SwiGlu { intermediate_size: i }).unwrap();
+        let plain = (gu.narrow(1, i, i).unwrap()
+            * candle_nn::ops::silu(&gu.narrow(1, 0, i).unwrap()).unwrap())
+        .unwrap();
+        assert_eq!(max_diff(&fused, &plain), 0.0);
+        let gu = gu.to_dtype(DType::BF16).unwrap();
+        let fused = gu.apply_op1_no_bwd(&SwiGlu { intermediate_size: i }).unwrap();
+        let f = gu.to_dtype(DType::F32).unwrap();
+        let silu = candle_nn::ops::silu(&f.narrow(1, 0, i).unwrap()).unwrap();
+        let silu = silu.to_dtype(DType::BF16).unwrap().to_dtype(DType::F32).unwrap();
+        let want = (f.narrow(1, i, i).unwrap() * silu)
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap();
+        assert_eq!(max_diff(&fused, &want), 0.0);
+    }
+
+    /// The one-pass bf16 RMSNorm against the tensor path: the same roundings, the f32 sum of
+    /// squares in another order, so at most one bf16 step apart (2⁻⁷ relative).
+    #[test]
+    fn rms_norm_bf16_pass_matches_the_tensor_path() {
+        let c = config(r#", "sliding_window": 40"#).unwrap();
+        let norm = RmsNorm {
+            weight: rand(&[64], DType::BF16),
+            eps: c.rms_norm_eps,
+        };
+        let x = rand(&[9, 64], DType::BF16);
+        let fused = norm.forward_bf16_cpu(&x).unwrap().expect("bf16 on the CPU");
+        let xf = x.to_dtype(DType::F32).unwrap();
+        let var = xf.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+        let y = xf
+            .broadcast_mul(&(var + norm.eps).unwrap().sqrt().unwrap().recip().unwrap())
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap()
+            .broadcast_mul(&norm.weight)
+            .unwrap();
+        let scale = y
+            .to_dtype(DType::F32)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_keepdim(1)
+            .unwrap();
+        let d = (fused.to_dtype(DType::F32).unwrap() - y.to_dtype(DType::F32).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap();
+        let rel = d
+            .broadcast_div(&scale)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        println!("bf16 RMSNorm, one pass vs tensor path: max difference {rel:.2e} of the row's largest");
+        assert!(rel <= 2f32.powi(-7), "{rel}");
     }
 }

@@ -14,7 +14,10 @@
 #   LD_LIBRARY_PATH=<cu13>/lib/stubs:<cu13>/lib target/cuda/release/videolisa …
 #
 # CUDA_VENV (default: target/cuda-venv) caches the toolkit; CUDA_COMPUTE_CAP (default 90: H100
-# and H200) picks the GPU generation the kernels are built for.
+# and H200) picks the GPU generation the kernels are built for; CUDA_TARGET_DIR (default
+# target/cuda) is cargo's target directory. CI sets it to `target`, where the CPU build has
+# just compiled every dependency but candle (saves recompiling them; the CPU binary
+# target/release/videolisa is then replaced by the CUDA one).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 venv=${CUDA_VENV:-$PWD/target/cuda-venv}
@@ -41,7 +44,8 @@ cargo fetch --quiet # cudarc's sources name the driver functions the stub must d
 )
 export CUDA_HOME=$cu13 PATH=$cu13/bin:$PATH
 export LIBRARY_PATH=$cu13/lib:$cu13/lib/stubs${LIBRARY_PATH:+:$LIBRARY_PATH}
-args=(--release --features cuda --target-dir target/cuda)
+tdir=${CUDA_TARGET_DIR:-target/cuda}
+args=(--release --features cuda --target-dir "$tdir")
 cargo build "${args[@]}" --bin videolisa
 for a in "$@"; do
     case $a in
@@ -53,9 +57,9 @@ for a in "$@"; do
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
-        print(m["executable"])' >target/cuda/parity-tests.txt
+        print(m["executable"])' >"$tdir/parity-tests.txt"
             ;;
         *) echo "unknown option $a" >&2; exit 2 ;;
     esac
 done
-echo "built target/cuda/release/videolisa (CUDA $(nvcc --version | grep -oP 'release \K[0-9.]+'), sm_$CUDA_COMPUTE_CAP)"
+echo "built $tdir/release/videolisa (CUDA $(nvcc --version | grep -oP 'release \K[0-9.]+'), sm_$CUDA_COMPUTE_CAP)"
