@@ -234,11 +234,36 @@ impl Weights {
         };
         let entry = self.entries.get(name).ok_or_else(missing)?;
         let t = match &self.store {
-            Store::Safetensors(st) => st[entry.file].load(name, device)?,
+            Store::Safetensors(st) => {
+                let t = st[entry.file].load(name, device)?;
+                if let Ok(view) = st[entry.file].get(name) {
+                    release_mapped_pages(view.data());
+                }
+                t
+            }
             Store::Pth(p) => p[entry.file].get(name)?.ok_or_else(missing)?.to_device(device)?,
             Store::Memory(m) => m.get(name).ok_or_else(missing)?.to_device(device)?,
         };
         Ok(t)
+    }
+}
+
+/// Drops the whole pages of a tensor's bytes from this process's view of a memory-mapped file
+/// once they have been copied out: otherwise a model's file stays resident next to its copy
+/// while the model loads (VideoLISA-3.8B: 18.1 GB peak instead of ~12 GB). The pages stay in
+/// the page cache and are read again if the tensor is loaded again.
+fn release_mapped_pages(data: &[u8]) {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf only reads a constant.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let start = data.as_ptr() as usize;
+        let (lo, hi) = (start.div_ceil(page) * page, (start + data.len()) / page * page);
+        if hi > lo {
+            // SAFETY: [lo, hi) lies inside a read-only file mapping that stays mapped; dropping
+            // its pages only makes a later read fault them in again from the file.
+            unsafe { libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_DONTNEED) };
+        }
     }
 }
 

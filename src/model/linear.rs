@@ -90,22 +90,14 @@ mod tests {
         let want = Linear::new(f32(&w), Some(f32(&b))).forward(&f32(&x)).unwrap();
         let want = f32(&bf(want));
         assert_eq!(fast.dims(), want.dims());
-        let scale = want
+        let mean = want
             .abs()
             .unwrap()
             .mean_all()
             .unwrap()
             .to_scalar::<f32>()
             .unwrap();
-        let diff = (f32(&fast) - &want).unwrap().abs().unwrap();
-        let worst = diff
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-            / scale;
+        let worst = crate::model::max_diff(&fast, &want) / mean;
         println!("AMX bf16 linear vs f32 sums rounded once: max difference {worst:.2e} of the mean |y|");
         assert!(worst <= 4.0 * 2f32.powi(-8), "{worst}");
     }

@@ -266,3 +266,18 @@ impl Module for LayerNorm2d {
             .broadcast_add(&self.bias.reshape((1, c, 1, 1))?)
     }
 }
+
+/// The largest absolute value of `t` as f32, for the unit tests' error reports.
+#[cfg(test)]
+pub(crate) fn max_abs(t: &Tensor) -> f32 {
+    t.to_dtype(DType::F32)
+        .and_then(|t| t.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>())
+        .expect("a tensor's maximum")
+}
+
+/// The largest absolute difference of two same-shaped tensors, as f32.
+#[cfg(test)]
+pub(crate) fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    let f = |t: &Tensor| t.to_dtype(DType::F32).expect("f32");
+    max_abs(&(f(a) - f(b)).expect("same shapes"))
+}

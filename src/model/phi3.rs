@@ -711,6 +711,7 @@ impl Phi3Model {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{max_abs, max_diff};
 
     fn config(extra: &str) -> std::result::Result<Phi3Config, serde_json::Error> {
         serde_json::from_str(&format!(
@@ -768,18 +769,6 @@ mod tests {
         Tensor::randn(0f32, 1.0, shape, &Device::Cpu)
             .unwrap()
             .to_dtype(dtype)
-            .unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        let f = |t: &Tensor| t.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
-        (f(a) - f(b))
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
             .unwrap()
     }
 
@@ -858,26 +847,10 @@ mod tests {
             .unwrap()
             .broadcast_mul(&norm.weight)
             .unwrap();
-        let scale = y
-            .to_dtype(DType::F32)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_keepdim(1)
-            .unwrap();
-        let d = (fused.to_dtype(DType::F32).unwrap() - y.to_dtype(DType::F32).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap();
-        let rel = d
-            .broadcast_div(&scale)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let y = y.to_dtype(DType::F32).unwrap();
+        let scale = y.abs().unwrap().max_keepdim(1).unwrap();
+        let d = (fused.to_dtype(DType::F32).unwrap() - &y).unwrap();
+        let rel = max_abs(&d.broadcast_div(&scale).unwrap());
         println!("bf16 RMSNorm, one pass vs tensor path: max difference {rel:.2e} of the row's largest");
         assert!(rel <= 2f32.powi(-7), "{rel}");
     }
