@@ -364,24 +364,6 @@ impl Loader {
         }
         Ok(self.weights.load(&name, &self.device)?.to_dtype(self.dtype)?)
     }
-
-    /// A `Linear(d_in → d_out)` with or without bias (weight `[d_out, d_in]`).
-    pub fn linear(
-        &self,
-        s: &str,
-        d_in: usize,
-        d_out: usize,
-        bias: bool,
-    ) -> Result<crate::model::linear::Linear> {
-        let l = self.pp(s);
-        let w = l.get("weight", &[d_out, d_in])?;
-        let b = if bias {
-            Some(l.get("bias", &[d_out])?)
-        } else {
-            None
-        };
-        Ok(crate::model::linear::Linear::new(w, b))
-    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use crate::error::{Error, Result};
 use crate::json::{parse_json, read_json};
 use crate::model::attention::{attention, Bias, Options};
-use crate::model::linear::Linear;
+use crate::model::linear::{Linear, LoadLinear};
 use crate::model::{conv2d, softmax_last_dim, ConfigKind, LayerNorm};
 use crate::preprocess::ClipTransform;
 use crate::weights::Loader;

@@ -2,6 +2,7 @@
 //! them (see [`crate::model::amx`]); everything else goes through candle's matmul.
 
 use crate::model::amx;
+use crate::weights::Loader;
 use candle_core::{CpuStorage, DType, Module, Storage, Tensor};
 use half::bf16;
 
@@ -55,6 +56,25 @@ impl Linear {
         };
         *dims.last_mut().expect("rank ≥ 1") = n;
         Ok(Some(Tensor::from_vec::<_, bf16>(out, dims, x.device())?))
+    }
+}
+
+/// `Linear(d_in → d_out)` loading on a checkpoint view (`weight` `[d_out, d_in]`, `bias`).
+pub trait LoadLinear {
+    /// The layer under `s`, with or without bias, shapes checked.
+    fn linear(&self, s: &str, d_in: usize, d_out: usize, bias: bool) -> crate::error::Result<Linear>;
+}
+
+impl LoadLinear for Loader {
+    fn linear(&self, s: &str, d_in: usize, d_out: usize, bias: bool) -> crate::error::Result<Linear> {
+        let l = self.pp(s);
+        let w = l.get("weight", &[d_out, d_in])?;
+        let b = if bias {
+            Some(l.get("bias", &[d_out])?)
+        } else {
+            None
+        };
+        Ok(Linear::new(w, b))
     }
 }
 

@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::model::attention::{attention, Bias, Options};
-use crate::model::linear::Linear;
+use crate::model::linear::{Linear, LoadLinear};
 use crate::model::softmax_last_dim;
 use crate::weights::Loader;
 use candle_core::{DType, Device, Module, Tensor, D};

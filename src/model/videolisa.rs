@@ -6,7 +6,7 @@
 use crate::error::{Error, Result};
 use crate::json::parse_json;
 use crate::model::clip::{clip_transform, ClipVisionConfig, ClipVisionTower};
-use crate::model::linear::Linear;
+use crate::model::linear::{Linear, LoadLinear};
 use crate::model::phi3::{Phi3Config, Phi3Model};
 use crate::model::sam::{Sam, VIDEOLISA_PREFIX};
 use crate::model::{mean_keepdim, ConfigKind};

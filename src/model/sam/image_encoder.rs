@@ -3,7 +3,7 @@
 
 use super::SamConfig;
 use crate::model::attention::{attention, Bias, Options};
-use crate::model::linear::Linear;
+use crate::model::linear::{Linear, LoadLinear};
 use crate::model::LayerNorm;
 use crate::model::{conv2d, LayerNorm2d};
 use crate::weights::Loader;

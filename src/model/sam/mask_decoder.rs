@@ -3,7 +3,7 @@
 //! per-pixel weights over the upscaled embedding.
 
 use super::SamConfig;
-use crate::model::linear::Linear;
+use crate::model::linear::{Linear, LoadLinear};
 use crate::model::LayerNorm;
 use crate::weights::Loader;
 use candle_core::{Module, Tensor};

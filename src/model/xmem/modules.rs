@@ -3,6 +3,7 @@
 //! plain `[1, C, H, W]` here. Every width and block count is read from the weight shapes;
 //! BatchNorm (eval mode) is folded into the convolution before it.
 
+use crate::model::linear::LoadLinear;
 use crate::weights::Loader;
 use crate::Result;
 use candle_core::{Tensor, D};
