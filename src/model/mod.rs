@@ -131,6 +131,41 @@ pub fn quick_gelu(x: &Tensor) -> candle_core::Result<Tensor> {
     x * candle_nn::ops::sigmoid(&(x * 1.702)?)?
 }
 
+/// `x.transpose(D-2, D-1).contiguous()`: for f32 CPU tensors a tiled copy on all threads
+/// (candle's strided copy walks the destination one element at a time, a tenth of a second
+/// for an image-embedding-sized tensor); the same values either way.
+pub fn transpose_last2(x: &Tensor) -> candle_core::Result<Tensor> {
+    let rank = x.rank();
+    if !(x.device().is_cpu() && x.dtype() == DType::F32 && x.is_contiguous() && rank >= 2) {
+        return x.transpose(rank - 2, rank - 1)?.contiguous();
+    }
+    let (r, c) = (x.dim(rank - 2)?, x.dim(rank - 1)?);
+    let src = x.flatten_all()?.to_vec1::<f32>()?;
+    let mut out = vec![0f32; src.len()];
+    const TILE: usize = 32;
+    use rayon::prelude::*;
+    if r * c > 0 {
+        // per matrix, one task per band of TILE destination rows
+        out.par_chunks_mut(r * c)
+            .zip(src.par_chunks(r * c))
+            .for_each(|(o, a)| {
+                o.par_chunks_mut(TILE * r).enumerate().for_each(|(band, dst)| {
+                    let j0 = band * TILE;
+                    for i0 in (0..r).step_by(TILE) {
+                        for (jj, d) in dst.chunks_mut(r).enumerate() {
+                            for (i, v) in d.iter_mut().enumerate().take((i0 + TILE).min(r)).skip(i0) {
+                                *v = a[i * c + j0 + jj];
+                            }
+                        }
+                    }
+                })
+            });
+    }
+    let mut dims = x.dims().to_vec();
+    dims.swap(rank - 2, rank - 1);
+    Tensor::from_vec(out, dims, x.device())
+}
+
 /// `mean(dim, keepdim=True)` with f32 accumulation for half-precision inputs, rounded once.
 pub fn mean_keepdim(x: &Tensor, dim: usize) -> candle_core::Result<Tensor> {
     match x.dtype() {
@@ -221,6 +256,9 @@ impl Module for LayerNorm {
         let dtype = x.dtype();
         let work = work_dtype(dtype);
         let xf = x.to_dtype(work)?;
+        if let Some(y) = layer_norm_rows_f32(&xf, &self.weight, &self.bias, self.eps)? {
+            return y.to_dtype(dtype);
+        }
         let mean = xf.mean_keepdim(candle_core::D::Minus1)?;
         let xc = xf.broadcast_sub(&mean)?;
         let var = xc.sqr()?.mean_keepdim(candle_core::D::Minus1)?;
@@ -230,6 +268,55 @@ impl Module for LayerNorm {
             .broadcast_add(&self.bias.to_dtype(work)?)?;
         y.to_dtype(dtype)
     }
+}
+
+/// The tensor-op LayerNorm below (`(x − mean) / √(var + eps) · weight + bias`, both means
+/// over the last dim) in one pass per row for contiguous f32 CPU tensors, rows on all threads.
+/// Every step is the operation candle's ops perform — sums by candle's own `vec_reduce_sum`,
+/// `· (1/n) + 0`, `· 1 + eps` as its scalar affine does — so the result has the same bits;
+/// `None` where the fast path does not apply.
+fn layer_norm_rows_f32(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> candle_core::Result<Option<Tensor>> {
+    use candle_core::cpu::kernels::VecOps;
+    use rayon::prelude::*;
+    let n = x.dim(candle_core::D::Minus1)?;
+    let f32_cpu = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
+    if !(f32_cpu(x) && f32_cpu(weight) && f32_cpu(bias) && x.is_contiguous() && n > 0) {
+        return Ok(None);
+    }
+    let (w, b) = (weight.to_vec1::<f32>()?, bias.to_vec1::<f32>()?);
+    let src = x.flatten_all()?.to_vec1::<f32>()?;
+    let (inv_n, eps) = ((1f64 / n as f64) as f32, eps as f32);
+    let sum = |v: &[f32]| {
+        let mut s = 0f32;
+        // SAFETY: `v` holds `v.len()` elements and `s` is a valid f32
+        unsafe { f32::vec_reduce_sum(v.as_ptr(), &mut s, v.len()) };
+        s
+    };
+    let mut out = vec![0f32; src.len()];
+    let rows_per_task = (16384 / n).max(1);
+    out.par_chunks_mut(rows_per_task * n)
+        .zip(src.par_chunks(rows_per_task * n))
+        .for_each(|(o, x)| {
+            let mut sq = vec![0f32; n];
+            for (o, x) in o.chunks_mut(n).zip(x.chunks(n)) {
+                let mean = sum(x) * inv_n + 0.0;
+                for ((o, &v), q) in o.iter_mut().zip(x).zip(sq.iter_mut()) {
+                    *o = v - mean;
+                    *q = *o * *o;
+                }
+                let d = (sum(&sq) * inv_n + 0.0) * 1.0 + eps;
+                let d = d.sqrt();
+                for ((o, &w), &b) in o.iter_mut().zip(&w).zip(&b) {
+                    *o = *o / d * w + b;
+                }
+            }
+        });
+    Ok(Some(Tensor::from_vec(out, x.shape(), x.device())?))
 }
 
 /// SAM's `LayerNorm2d`: normalises over the channel axis of an NCHW tensor with explicit
@@ -255,15 +342,31 @@ impl LayerNorm2d {
     }
 }
 
+impl LayerNorm2d {
+    /// The same normalisation of a channels-last tensor `[…, C]` (channels contiguous), for
+    /// callers that keep pixels as rows.
+    pub fn forward_last_dim(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if let Some(y) = layer_norm_rows_f32(x, &self.weight, &self.bias, self.eps)? {
+            return Ok(y);
+        }
+        self.normalise(x, x.rank() - 1)
+    }
+
+    fn normalise(&self, x: &Tensor, dim: usize) -> candle_core::Result<Tensor> {
+        let u = mean_keepdim(x, dim)?;
+        let xc = x.broadcast_sub(&u)?;
+        let s = mean_keepdim(&xc.sqr()?, dim)?;
+        let x = xc.broadcast_div(&(s + self.eps)?.sqrt()?)?;
+        let mut shape = vec![1; x.rank()];
+        shape[dim] = self.weight.dim(0)?;
+        x.broadcast_mul(&self.weight.reshape(shape.clone())?)?
+            .broadcast_add(&self.bias.reshape(shape)?)
+    }
+}
+
 impl Module for LayerNorm2d {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let u = mean_keepdim(x, 1)?;
-        let xc = x.broadcast_sub(&u)?;
-        let s = mean_keepdim(&xc.sqr()?, 1)?;
-        let x = xc.broadcast_div(&(s + self.eps)?.sqrt()?)?;
-        let c = self.weight.dim(0)?;
-        x.broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?
-            .broadcast_add(&self.bias.reshape((1, c, 1, 1))?)
+        self.normalise(x, 1)
     }
 }
 
@@ -280,4 +383,74 @@ pub(crate) fn max_abs(t: &Tensor) -> f32 {
 pub(crate) fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
     let f = |t: &Tensor| t.to_dtype(DType::F32).expect("f32");
     max_abs(&(f(a) - f(b)).expect("same shapes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::D;
+
+    /// The tiled transpose equals candle's strided copy on shapes that are and are not
+    /// multiples of the tile, with batch dims in front.
+    #[test]
+    fn tiled_transpose_equals_strided_copy() {
+        for dims in [
+            vec![2, 256, 4096],
+            vec![3, 33, 70],
+            vec![1, 5],
+            vec![2, 2, 31, 64],
+        ] {
+            let n: usize = dims.iter().product();
+            let x = Tensor::arange(0f32, n as f32, &Device::Cpu)
+                .unwrap()
+                .reshape(dims.clone())
+                .unwrap();
+            let r = dims.len();
+            let want = x.transpose(r - 2, r - 1).unwrap().contiguous().unwrap();
+            let got = transpose_last2(&x).unwrap();
+            assert_eq!(got.dims(), want.dims());
+            assert_eq!(max_diff(&got, &want), 0.0, "{dims:?}");
+        }
+    }
+
+    /// The one-pass LayerNorm has the tensor path's bits (f32), for LayerNorm's eps and
+    /// LayerNorm2d's over the last dim; widths that are and are not multiples of the vector.
+    #[test]
+    fn fused_layer_norm_is_bit_equal_to_the_tensor_ops() {
+        let dev = Device::Cpu;
+        for (rows, n, eps) in [(300, 256, 1e-5), (7, 1029, 1e-6), (3, 5, 1e-5)] {
+            let x = (Tensor::randn(0f32, 3.0, (2, rows, n), &dev).unwrap() + 0.7).unwrap();
+            let w = Tensor::randn(1f32, 0.2, n, &dev).unwrap();
+            let b = Tensor::randn(0f32, 0.2, n, &dev).unwrap();
+            let got = layer_norm_rows_f32(&x, &w, &b, eps)
+                .unwrap()
+                .expect("f32 CPU path");
+            let mean = x.mean_keepdim(D::Minus1).unwrap();
+            let xc = x.broadcast_sub(&mean).unwrap();
+            let var = xc.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+            let want = xc
+                .broadcast_div(&(var + eps).unwrap().sqrt().unwrap())
+                .unwrap()
+                .broadcast_mul(&w)
+                .unwrap()
+                .broadcast_add(&b)
+                .unwrap();
+            assert_eq!(max_diff(&got, &want), 0.0, "{rows}×{n}");
+            let ln2d = LayerNorm2d {
+                weight: w.clone(),
+                bias: b.clone(),
+                eps,
+            };
+            let nchw = ln2d
+                .forward(&x.transpose(1, 2).unwrap().contiguous().unwrap())
+                .unwrap();
+            let last = ln2d.forward_last_dim(&x).unwrap();
+            let back = nchw.transpose(1, 2).unwrap();
+            eprintln!(
+                "LayerNorm2d NCHW vs channels-last {rows}×{n}: max diff {:e}",
+                max_diff(&last, &back)
+            );
+            assert!(max_diff(&last, &back) <= 1e-5);
+        }
+    }
 }

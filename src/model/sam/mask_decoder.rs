@@ -34,23 +34,54 @@ impl Attention {
         })
     }
 
-    fn separate_heads(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, n, c) = x.dims3()?;
-        x.reshape((b, n, self.num_heads, c / self.num_heads))?
-            .transpose(1, 2)?
-            .contiguous()
+    /// `softmax(q kᵀ / √d) v` per head, then `out_proj`. One side is always a handful of
+    /// tokens, so its heads are laid out block-diagonally (`[H·n, C]`, head h's row keeps only
+    /// its own d columns, zeros elsewhere): every head of the other side then runs in one GEMM
+    /// against its `[N, C]` projection as it is, with no head-split copies of the image side.
+    /// The zeros add nothing, so each score and output sums the same products as per head.
+    pub fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> candle_core::Result<Tensor> {
+        let (q, k, v) = (
+            self.q_proj.forward(q)?,
+            self.k_proj.forward(k)?,
+            self.v_proj.forward(v)?,
+        );
+        let (b, nq, c) = q.dims3()?;
+        let (h, nk) = (self.num_heads, k.dim(1)?);
+        let scale = ((c / h) as f64).sqrt();
+        let out = if nk <= nq {
+            // few keys: scores [B, Nq, H·Nk], softmax per head over its Nk
+            let s = (q.matmul(&self.block_diagonal(&k)?.t()?)? / scale)?;
+            let p = crate::model::softmax_last_dim(&s.reshape((b, nq, h, nk))?)?;
+            p.reshape((b, nq, h * nk))?.matmul(&self.block_diagonal(&v)?)?
+        } else {
+            // few queries: scores [B, H·Nq, Nk]; each head's output is its block of the product
+            let s = (self.block_diagonal(&q)?.matmul(&k.t()?)? / scale)?;
+            let o = crate::model::softmax_last_dim(&s)?.matmul(&v)?;
+            let o = o.reshape((b, h, nq, h, c / h))?;
+            o.broadcast_mul(&self.head_eye(o.dtype(), o.device())?.reshape((1, h, 1, h, 1))?)?
+                .sum(1)?
+                .reshape((b, nq, c))?
+        };
+        self.out_proj.forward(&out)
     }
 
-    /// `softmax(q kᵀ / √d) v` per head, then `out_proj`.
-    pub fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> candle_core::Result<Tensor> {
-        let q = self.separate_heads(&self.q_proj.forward(q)?)?;
-        let k = self.separate_heads(&self.k_proj.forward(k)?)?;
-        let v = self.separate_heads(&self.v_proj.forward(v)?)?;
-        let (b, h, n, d) = q.dims4()?;
-        let attn = (q.matmul(&k.t()?)? / (d as f64).sqrt())?;
-        let attn = crate::model::softmax_last_dim(&attn)?;
-        let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, h * d))?;
-        self.out_proj.forward(&out)
+    /// `[B, n, C]` → `[B, H·n, C]`: row (h, i) holds token i's head-h columns, zeros elsewhere.
+    fn block_diagonal(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, n, c) = x.dims3()?;
+        let h = self.num_heads;
+        let eye = self.head_eye(x.dtype(), x.device())?.reshape((1, h, 1, h, 1))?;
+        x.reshape((b, 1, n, h, c / h))?
+            .broadcast_mul(&eye)?
+            .reshape((b, h * n, c))
+    }
+
+    /// The `[H, H]` identity.
+    fn head_eye(
+        &self,
+        dtype: candle_core::DType,
+        device: &candle_core::Device,
+    ) -> candle_core::Result<Tensor> {
+        Tensor::eye(self.num_heads, dtype, device)
     }
 }
 
@@ -95,7 +126,7 @@ impl TwoWayAttentionBlock {
         };
         let queries = self.norm1.forward(&queries)?;
         let q = (&queries + query_pe)?;
-        let k = (keys + key_pe)?;
+        let k = keys.broadcast_add(key_pe)?;
         let queries = (&queries + self.cross_attn_token_to_image.forward(&q, &k, keys)?)?;
         let queries = self.norm2.forward(&queries)?;
         let mlp = self.mlp_lin2.forward(&self.mlp_lin1.forward(&queries)?.relu()?)?;
@@ -105,6 +136,17 @@ impl TwoWayAttentionBlock {
         let keys = self.norm4.forward(&keys)?;
         Ok((queries, keys))
     }
+}
+
+/// `[B, C, h, w]` → `[B, h·w, C]` contiguous: a view when the memory is already channels-last
+/// (the dense PE is computed that way), else one tiled transpose.
+fn channels_last(x: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let view = x.permute((0, 2, 3, 1))?;
+    if view.is_contiguous() {
+        return view.reshape((b, h * w, c));
+    }
+    crate::model::transpose_last2(&x.contiguous()?.reshape((b, c, h * w))?)
 }
 
 /// `transformer`.
@@ -119,7 +161,7 @@ pub struct TwoWayTransformer {
 }
 
 impl TwoWayTransformer {
-    /// `image_embedding`, `image_pe` `[B, C, h, w]`, `point_embedding` `[B, N, C]` →
+    /// `image_embedding` `[B, C, h, w]`, `image_pe` `[1 or B, C, h, w]`, `point_embedding` `[B, N, C]` →
     /// (queries `[B, N, C]`, keys `[B, h·w, C]`).
     pub fn forward(
         &self,
@@ -127,15 +169,16 @@ impl TwoWayTransformer {
         image_pe: &Tensor,
         point_embedding: &Tensor,
     ) -> candle_core::Result<(Tensor, Tensor)> {
-        let image_embedding = image_embedding.flatten_from(2)?.transpose(1, 2)?.contiguous()?;
-        let image_pe = image_pe.flatten_from(2)?.transpose(1, 2)?.contiguous()?;
+        let image_embedding = channels_last(image_embedding)?;
+        // [1 or B, h·w, C], added with broadcasting (the reference repeats it per prompt)
+        let image_pe = channels_last(image_pe)?;
         let mut queries = point_embedding.clone();
         let mut keys = image_embedding;
         for layer in &self.layers {
             (queries, keys) = layer.forward(&queries, &keys, point_embedding, &image_pe)?;
         }
         let q = (&queries + point_embedding)?;
-        let k = (&keys + &image_pe)?;
+        let k = keys.broadcast_add(&image_pe)?;
         let attn = self.final_attn_token_to_image.forward(&q, &k, &keys)?;
         let queries = self.norm_final_attn.forward(&(queries + attn)?)?;
         Ok((queries, keys))
@@ -268,9 +311,25 @@ impl MaskDecoder {
         })
     }
 
-    fn conv_t(x: &Tensor, (w, b): &(Tensor, Tensor)) -> candle_core::Result<Tensor> {
-        let y = x.conv_transpose2d(w, 0, 0, 2, 1)?;
-        y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)
+    /// `ConvTranspose2d(kernel 2, stride 2)` on channels-last pixels `[P, Ci]` → `[4P, Co]`,
+    /// rows in (pixel, ky, kx) order: the kernel's blocks do not overlap, so every output value
+    /// is one input pixel's dot product with one weight column plus the bias — a single GEMM
+    /// against the weight `[Ci, Co, 2, 2]` laid out as `[Ci, (ky, kx, Co)]`.
+    fn conv_t_2x2(x: &Tensor, (w, b): &(Tensor, Tensor)) -> candle_core::Result<Tensor> {
+        let (ci, co) = (w.dim(0)?, w.dim(1)?);
+        let w = w.permute((0, 2, 3, 1))?.reshape((ci, 4 * co))?;
+        let y = x.matmul(&w)?.reshape((x.dim(0)? * 4, co))?;
+        y.broadcast_add(&b.reshape((1, co))?)
+    }
+
+    /// `output_upscaling` on channels-last pixels `[P, C]` (P = B·h·w in raster order) →
+    /// `[16P, C/8]`, rows in (pixel, ky, kx, ky2, kx2) order: conv-transpose, `LayerNorm2d`
+    /// over the channels, GELU, conv-transpose, GELU — the reference's NCHW passes with the
+    /// channels contiguous, so no transposes around them.
+    fn upscale(&self, src: &Tensor) -> candle_core::Result<Tensor> {
+        let up = Self::conv_t_2x2(src, &self.upscale1)?;
+        let up = self.upscale_norm.forward_last_dim(&up)?.gelu_erf()?;
+        Self::conv_t_2x2(&up, &self.upscale2)?.gelu_erf()
     }
 
     /// All mask slots: image embeddings `[B, C, h, w]` (one per prompt set), dense PE
@@ -304,23 +363,24 @@ impl MaskDecoder {
                 .contiguous()?
         };
         let src = src.broadcast_add(dense)?;
-        let pos_src = image_pe.broadcast_as(src.shape())?.contiguous()?;
         let (_, c, h, w) = src.dims4()?;
-        let (hs, src) = self.transformer.forward(&src, &pos_src, &tokens)?;
+        let (hs, src) = self.transformer.forward(&src, image_pe, &tokens)?;
         let iou_token_out = hs.get_on_dim(1, 0)?;
         let m = self.output_hypernetworks_mlps.len();
-        let src = src.transpose(1, 2)?.contiguous()?.reshape((b, c, h, w))?;
-        let up = Self::conv_t(&src, &self.upscale1)?;
-        let up = self.upscale_norm.forward(&up)?.gelu_erf()?;
-        let up = Self::conv_t(&up, &self.upscale2)?.gelu_erf()?;
+        let up = self.upscale(&src.reshape((b * h * w, c))?)?;
         let hyper_in = (0..m)
             .map(|i| self.output_hypernetworks_mlps[i].forward(&hs.get_on_dim(1, 1 + i)?))
             .collect::<candle_core::Result<Vec<_>>>()?;
         let hyper_in = Tensor::stack(&hyper_in, 1)?; // [B, M, C/8]
-        let (_, cu, hu, wu) = up.dims4()?;
-        let masks = hyper_in
-            .matmul(&up.reshape((b, cu, hu * wu))?)?
-            .reshape((b, m, hu, wu))?;
+        let cu = up.dim(1)?;
+        // per pixel of the upscaled grid: [B, 16·h·w, M], then the (y, ky, ky2) × (x, kx, kx2)
+        // rows laid back into the 4h × 4w image
+        let masks = up.reshape((b, 16 * h * w, cu))?.matmul(&hyper_in.t()?)?;
+        let masks = masks
+            .reshape(vec![b, h, w, 2, 2, 2, 2, m])?
+            .permute(vec![0, 7, 1, 3, 5, 2, 4, 6])?
+            .contiguous()?
+            .reshape((b, m, 4 * h, 4 * w))?;
         let iou = self.iou_prediction_head.forward(&iou_token_out)?;
         Ok((masks, iou))
     }

@@ -252,8 +252,7 @@ impl PromptEncoder {
             None => self
                 .no_mask_embed
                 .reshape((1, self.embed_dim, 1, 1))?
-                .broadcast_as((b, self.embed_dim, h, w))?
-                .contiguous()?,
+                .broadcast_as((b, self.embed_dim, h, w))?, // a view: consumers broadcast-add it
         };
         Ok((sparse, dense))
     }
