@@ -22,6 +22,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 venv=${CUDA_VENV:-$PWD/target/cuda-venv}
 export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
+# candle-kernels' nvcc jobs (cudaforge) run on half the cores unless told: all of them here
+export CUDAFORGE_THREADS=${CUDAFORGE_THREADS:-$(nproc)}
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q "cuda-toolkit[nvcc,cudart,cublas,curand,nvrtc,cccl,crt,nvvm]==13.0.2"

@@ -180,8 +180,10 @@ def load_models(d, device, dtype):
     torch.set_default_dtype(torch.float32)
     llm.load_state_dict({k[6:]: v for k, v in sd.items() if k.startswith("model.") and ".mm_projector" not in k
                          and ".text_hidden_fcs" not in k and ".visual_model" not in k})
+    # the SAM-H-width sizes by their layer count; anything narrower (the tiny fixture, whose
+    # 2 layers match "dry") is the tiny SAM of sam_fixtures.py
     size = {s["llm_layers"]: name for name, s in SIZES.items()}.get(pcfg.num_hidden_layers)
-    if size:
+    if size and pcfg.hidden_size == 3072:
         sam = build_sam(size)
     else:
         from sam_fixtures import build as build_tiny_sam
