@@ -131,6 +131,21 @@ pub fn quick_gelu(x: &Tensor) -> candle_core::Result<Tensor> {
     x * candle_nn::ops::sigmoid(&(x * 1.702)?)?
 }
 
+/// Runs `f` on the f32 values of `t` in row-major order, borrowing them where `t` is a
+/// contiguous f32 CPU tensor and copying otherwise.
+pub(crate) fn with_host_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    if t.dtype() == DType::F32 && t.is_contiguous() {
+        let (storage, layout) = t.storage_and_layout();
+        if let candle_core::Storage::Cpu(cpu) = &*storage {
+            let data: &[f32] = cpu.as_slice()?;
+            let start = layout.start_offset();
+            return Ok(f(&data[start..start + t.elem_count()]));
+        }
+    }
+    let v: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    Ok(f(&v))
+}
+
 /// `x.transpose(D-2, D-1).contiguous()`: for f32 CPU tensors a tiled copy on all threads
 /// (candle's strided copy walks the destination one element at a time, a tenth of a second
 /// for an image-embedding-sized tensor); the same values either way.
@@ -140,26 +155,27 @@ pub fn transpose_last2(x: &Tensor) -> candle_core::Result<Tensor> {
         return x.transpose(rank - 2, rank - 1)?.contiguous();
     }
     let (r, c) = (x.dim(rank - 2)?, x.dim(rank - 1)?);
-    let src = x.flatten_all()?.to_vec1::<f32>()?;
-    let mut out = vec![0f32; src.len()];
+    let mut out = vec![0f32; x.elem_count()];
     const TILE: usize = 32;
     use rayon::prelude::*;
     if r * c > 0 {
         // per matrix, one task per band of TILE destination rows
-        out.par_chunks_mut(r * c)
-            .zip(src.par_chunks(r * c))
-            .for_each(|(o, a)| {
-                o.par_chunks_mut(TILE * r).enumerate().for_each(|(band, dst)| {
-                    let j0 = band * TILE;
-                    for i0 in (0..r).step_by(TILE) {
-                        for (jj, d) in dst.chunks_mut(r).enumerate() {
-                            for (i, v) in d.iter_mut().enumerate().take((i0 + TILE).min(r)).skip(i0) {
-                                *v = a[i * c + j0 + jj];
+        with_host_slice(x, |src| {
+            out.par_chunks_mut(r * c)
+                .zip(src.par_chunks(r * c))
+                .for_each(|(o, a)| {
+                    o.par_chunks_mut(TILE * r).enumerate().for_each(|(band, dst)| {
+                        let j0 = band * TILE;
+                        for i0 in (0..r).step_by(TILE) {
+                            for (jj, d) in dst.chunks_mut(r).enumerate() {
+                                for (i, v) in d.iter_mut().enumerate().take((i0 + TILE).min(r)).skip(i0) {
+                                    *v = a[i * c + j0 + jj];
+                                }
                             }
                         }
-                    }
+                    })
                 })
-            });
+        })?;
     }
     let mut dims = x.dims().to_vec();
     dims.swap(rank - 2, rank - 1);
@@ -289,7 +305,6 @@ fn layer_norm_rows_f32(
         return Ok(None);
     }
     let (w, b) = (weight.to_vec1::<f32>()?, bias.to_vec1::<f32>()?);
-    let src = x.flatten_all()?.to_vec1::<f32>()?;
     let (inv_n, eps) = ((1f64 / n as f64) as f32, eps as f32);
     let sum = |v: &[f32]| {
         let mut s = 0f32;
@@ -297,25 +312,27 @@ fn layer_norm_rows_f32(
         unsafe { f32::vec_reduce_sum(v.as_ptr(), &mut s, v.len()) };
         s
     };
-    let mut out = vec![0f32; src.len()];
+    let mut out = vec![0f32; x.elem_count()];
     let rows_per_task = (16384 / n).max(1);
-    out.par_chunks_mut(rows_per_task * n)
-        .zip(src.par_chunks(rows_per_task * n))
-        .for_each(|(o, x)| {
-            let mut sq = vec![0f32; n];
-            for (o, x) in o.chunks_mut(n).zip(x.chunks(n)) {
-                let mean = sum(x) * inv_n + 0.0;
-                for ((o, &v), q) in o.iter_mut().zip(x).zip(sq.iter_mut()) {
-                    *o = v - mean;
-                    *q = *o * *o;
+    with_host_slice(x, |src| {
+        out.par_chunks_mut(rows_per_task * n)
+            .zip(src.par_chunks(rows_per_task * n))
+            .for_each(|(o, x)| {
+                let mut sq = vec![0f32; n];
+                for (o, x) in o.chunks_mut(n).zip(x.chunks(n)) {
+                    let mean = sum(x) * inv_n + 0.0;
+                    for ((o, &v), q) in o.iter_mut().zip(x).zip(sq.iter_mut()) {
+                        *o = v - mean;
+                        *q = *o * *o;
+                    }
+                    let d = (sum(&sq) * inv_n + 0.0) * 1.0 + eps;
+                    let d = d.sqrt();
+                    for ((o, &w), &b) in o.iter_mut().zip(&w).zip(&b) {
+                        *o = *o / d * w + b;
+                    }
                 }
-                let d = (sum(&sq) * inv_n + 0.0) * 1.0 + eps;
-                let d = d.sqrt();
-                for ((o, &w), &b) in o.iter_mut().zip(&w).zip(&b) {
-                    *o = *o / d * w + b;
-                }
-            }
-        });
+            })
+    })?;
     Ok(Some(Tensor::from_vec(out, x.shape(), x.device())?))
 }
 

@@ -213,21 +213,6 @@ fn top_k_row(sims: &[f32], k: usize) -> Vec<(u32, f32)> {
     best.iter().zip(exps).map(|(&(i, _), e)| (i, e / sum)).collect()
 }
 
-/// Runs `f` on the f32 values of `t` in row-major order, borrowing them where `t` is a
-/// contiguous CPU tensor and copying otherwise.
-fn with_host_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
-    if t.dtype() == DType::F32 && t.is_contiguous() {
-        let (storage, layout) = t.storage_and_layout();
-        if let candle_core::Storage::Cpu(cpu) = &*storage {
-            let data: &[f32] = cpu.as_slice()?;
-            let start = layout.start_offset();
-            return Ok(f(&data[start..start + t.elem_count()]));
-        }
-    }
-    let v: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-    Ok(f(&v))
-}
-
 /// Objects that entered memory with the same given frame (XMem2's object group): they read
 /// the same memory elements, so they share one top-k affinity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -291,7 +276,7 @@ impl MemoryManager {
     fn top_k_rows(&self, raw: &Tensor, b: &[f32], ms: &[f32], scale: f32) -> Result<Vec<Rows>> {
         let (k, n) = (self.config.top_k, ms.len());
         let shared = self.long.size() + self.temporary.size();
-        with_host_slice(raw, |sim| {
+        Ok(crate::model::with_host_slice(raw, |sim| {
             sim.par_chunks(n)
                 .zip(b)
                 .map_init(Vec::new, |buf: &mut Vec<f32>, (r, &b)| {
@@ -316,7 +301,7 @@ impl MemoryManager {
                         .collect()
                 })
                 .collect()
-        })
+        })?)
     }
 
     /// Object `o`'s value of element `i` of the concatenated memory (long ‖ temporary ‖
