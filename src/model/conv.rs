@@ -4,7 +4,9 @@
 //! `weight · patches` runs through the `gemm` crate on all threads straight into the NCHW
 //! output. candle's CPU path converts the input to NHWC on one thread,
 //! divides per element while gathering and multiplies 512-pixel tiles, which left XMem's
-//! ResNets and SAM's neck far from the GEMM peak.
+//! ResNets and SAM's neck far from the GEMM peak. Nothing is zeroed on one thread: the patch
+//! rows write their own padding, the GEMM writes every output, the bias is added by all threads;
+//! convolutions to one or two planes (XMem's logit and shrinkage) skip the patch matrix.
 
 use crate::model::{matmul_into, Strided};
 use candle_core::{DType, Device, Storage, Tensor};
@@ -15,7 +17,10 @@ use rayon::prelude::*;
 /// full-size XMem++ run 2× slower: the GEMM runs far better on whole images.
 const BAND_ELEMENTS: usize = 1 << 26;
 
-/// The output buffer, written by tasks in disjoint column bands.
+/// Output planes up to which a stride-1 convolution skips the patch matrix ([`Geometry::direct`]).
+const DIRECT_MAX_OUT: usize = 2;
+
+/// The output buffer, written by tasks in disjoint rows or column bands.
 struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
@@ -26,20 +31,33 @@ impl OutPtr {
     }
 }
 
-/// `conv2d(x, weight, padding, stride)` (no dilation, one group) for f32 CPU tensors `x`
-/// `[B, C_in, H, W]` and `weight` `[C_out, C_in, kh, kw]`; `None` for other dtypes or devices.
+/// A weight `[C_out, C_in, kh, kw]` stored in the patch rows' order `[C_out, kh, kw, C_in]`
+/// and seen through a permuted view of the same shape as before, so that [`conv2d`] uses it
+/// without a copy per call; other devices and dtypes keep it as it is.
+pub fn patch_layout(weight: &Tensor) -> candle_core::Result<Tensor> {
+    if !weight.device().is_cpu() || weight.dtype() != DType::F32 || weight.rank() != 4 {
+        return Ok(weight.clone());
+    }
+    weight.permute((0, 2, 3, 1))?.contiguous()?.permute((0, 3, 1, 2))
+}
+
+/// `conv2d(x, weight, padding, stride)` plus `bias` per output channel (no dilation, one
+/// group) for f32 CPU tensors `x` `[B, C_in, H, W]` and `weight` `[C_out, C_in, kh, kw]`;
+/// `None` for other dtypes or devices.
 pub fn conv2d(
     x: &Tensor,
     weight: &Tensor,
+    bias: Option<&Tensor>,
     padding: usize,
     stride: usize,
 ) -> candle_core::Result<Option<Tensor>> {
     let cpu_f32 = |t: &Tensor| matches!(t.device(), Device::Cpu) && t.dtype() == DType::F32;
-    if !cpu_f32(x) || !cpu_f32(weight) || stride == 0 {
+    if !cpu_f32(x) || !cpu_f32(weight) || !bias.is_none_or(cpu_f32) || stride == 0 {
         return Ok(None);
     }
     let x = x.contiguous()?;
-    // [C_out, kh, kw, C_in]: the patch rows' order (see `patches`)
+    // [C_out, kh, kw, C_in]: the patch rows' order (see `patches`); free for weights stored
+    // by `patch_layout`
     let weight = weight.permute((0, 2, 3, 1))?.contiguous()?;
     let (b, c, h, w) = x.dims4()?;
     let (co, kh, kw, ci) = weight.dims4()?;
@@ -66,59 +84,25 @@ pub fn conv2d(
     let (xd, wd) = (f32_slice(&xs)?, f32_slice(&ws)?);
     let (xd, wd) = (&xd[xl.start_offset()..], &wd[wl.start_offset()..]);
     let p = g.oh * g.ow;
-    let k = c * kh * kw;
-    let mut out = vec![0f32; b * co * p];
+    let mut out: Vec<f32> = Vec::with_capacity(b * co * p);
     let out_ptr = OutPtr(out.as_mut_ptr());
-    let gemm_into = |bi: usize, p0: usize, cols: usize, rhs: *const f32, rhs_rs: usize, par| {
-        // out[bi, :, p0..p0+cols] = weight [C_out, K] · patches [K, cols]
-        let dst = out_ptr.at(bi * co * p + p0);
-        unsafe {
-            matmul_into(
-                (co, cols, k),
-                Strided {
-                    ptr: dst,
-                    row: p,
-                    col: 1,
-                },
-                Strided {
-                    ptr: wd.as_ptr(),
-                    row: k,
-                    col: 1,
-                },
-                Strided {
-                    ptr: rhs,
-                    row: rhs_rs,
-                    col: 1,
-                },
-                par,
-            );
-        }
-    };
-    if kh == 1 && kw == 1 && stride == 1 && padding == 0 {
-        // the image is its own patch matrix
-        for bi in 0..b {
-            gemm_into(
-                bi,
-                0,
-                p,
-                xd[bi * c * h * w..].as_ptr(),
-                p,
-                gemm::Parallelism::Rayon(0),
-            );
-        }
-    } else {
-        // bands of output pixels, one after the other, each built and multiplied on all threads
-        let band = (BAND_ELEMENTS / k).max(16).min(p);
-        for bi in 0..b {
-            let img = &xd[bi * c * h * w..(bi + 1) * c * h * w];
-            for p0 in (0..p).step_by(band) {
-                let cols = band.min(p - p0);
-                let m = g.patches(img, p0, cols);
-                gemm_into(bi, p0, cols, m.as_ptr(), cols, gemm::Parallelism::Rayon(0));
-            }
-        }
+    for bi in 0..b {
+        let img = &xd[bi * c * h * w..(bi + 1) * c * h * w];
+        // SAFETY: image bi's outputs are `co·p` elements of `out`'s capacity from `bi·co·p`
+        unsafe { g.image(img, wd, co, out_ptr.at(bi * co * p)) };
     }
     drop((xs, ws));
+    // SAFETY: every output element was written above
+    unsafe { out.set_len(b * co * p) };
+    if let Some(bias) = bias {
+        let bias = bias.to_vec1::<f32>()?;
+        if bias.len() != co {
+            candle_core::bail!("conv2d: bias of {} for {co} output channels", bias.len());
+        }
+        out.par_chunks_mut(p)
+            .enumerate()
+            .for_each(|(r, row)| row.iter_mut().for_each(|v| *v += bias[r % co]));
+    }
     Ok(Some(Tensor::from_vec(out, (b, co, g.oh, g.ow), &Device::Cpu)?))
 }
 
@@ -142,10 +126,94 @@ struct Geometry {
 }
 
 impl Geometry {
+    /// The `co` output planes of one image `[C, H, W]` from the weight `[co, kh, kw, C]` into
+    /// `dst` (`co · oh · ow` elements, written once each).
+    ///
+    /// # Safety
+    /// `dst` must be valid for those writes and not be accessed by anyone else meanwhile.
+    unsafe fn image(&self, img: &[f32], wd: &[f32], co: usize, dst: *mut f32) {
+        let p = self.oh * self.ow;
+        let k = self.c * self.kh * self.kw;
+        let gemm_into = |p0: usize, cols: usize, rhs: *const f32| {
+            // dst[:, p0..p0+cols] = weight [co, K] · patches [K, cols]
+            let (dst, w) = (dst.wrapping_add(p0), wd.as_ptr());
+            let (dst, lhs) = (
+                Strided {
+                    ptr: dst,
+                    row: p,
+                    col: 1,
+                },
+                Strided {
+                    ptr: w,
+                    row: k,
+                    col: 1,
+                },
+            );
+            let rhs = Strided {
+                ptr: rhs,
+                row: cols,
+                col: 1,
+            };
+            matmul_into((co, cols, k), dst, lhs, rhs, gemm::Parallelism::Rayon(0));
+        };
+        if self.kh == 1 && self.kw == 1 && self.stride == 1 && self.padding == 0 {
+            // the image is its own patch matrix
+            gemm_into(0, p, img.as_ptr());
+        } else if co <= DIRECT_MAX_OUT && self.stride == 1 {
+            self.direct(img, wd, co, &OutPtr(dst));
+        } else {
+            // bands of output pixels, one after the other, each built and multiplied on all threads
+            let band = (BAND_ELEMENTS / k).max(16).min(p);
+            for p0 in (0..p).step_by(band) {
+                let cols = band.min(p - p0);
+                gemm_into(p0, cols, self.patches(img, p0, cols).as_ptr());
+            }
+        }
+    }
+
+    /// Stride-1 convolution to a few output planes without a patch matrix (a product with one
+    /// or two rows is bound by building the patches, not by arithmetic): each output row
+    /// accumulates the kernel taps' shifted input rows, rows on all threads.
+    fn direct(&self, img: &[f32], wd: &[f32], co: usize, dst: &OutPtr) {
+        let (k, ow) = (self.c * self.kh * self.kw, self.ow);
+        (0..co * self.oh).into_par_iter().for_each(|r| {
+            let (o, oy) = (r / self.oh, r % self.oh);
+            // SAFETY: output row r is this task's alone; zeroed before it is read
+            let acc = unsafe {
+                std::ptr::write_bytes(dst.at(r * ow), 0, ow);
+                std::slice::from_raw_parts_mut(dst.at(r * ow), ow)
+            };
+            let taps = &wd[o * k..(o + 1) * k];
+            for ky in 0..self.kh {
+                let iy = (oy + ky).wrapping_sub(self.padding);
+                if iy >= self.h {
+                    continue;
+                }
+                for kx in 0..self.kw {
+                    // output columns whose input column ox + kx − pad lies inside the image
+                    let lo = self.padding.saturating_sub(kx);
+                    let hi = (self.w + self.padding).saturating_sub(kx).min(ow);
+                    if lo >= hi {
+                        continue;
+                    }
+                    let src0 = iy * self.w + lo + kx - self.padding;
+                    for ch in 0..self.c {
+                        let wv = taps[(ky * self.kw + kx) * self.c + ch];
+                        let src = &img[ch * self.h * self.w + src0..][..hi - lo];
+                        for (a, &v) in acc[lo..hi].iter_mut().zip(src) {
+                            *a += wv * v;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
     /// Patch rows (ky, kx, channel) of output pixels `p0..p0 + cols` of one image `[C, H, W]`:
     /// `[kh·kw·C, cols]`, zero where the kernel reaches into the padding.
     fn patches(&self, img: &[f32], p0: usize, cols: usize) -> Vec<f32> {
-        let mut m = vec![0f32; self.c * self.kh * self.kw * cols];
+        let n = self.c * self.kh * self.kw * cols;
+        let mut m: Vec<f32> = Vec::with_capacity(n);
         let rows = RowsPtr(m.as_mut_ptr());
         // one task per channel: its kh·kw rows read the same plane while it is in cache
         (0..self.c).into_par_iter().for_each(|ch| {
@@ -153,41 +221,50 @@ impl Geometry {
             for ky in 0..self.kh {
                 for kx in 0..self.kw {
                     let r = (ky * self.kw + kx) * self.c + ch;
-                    // SAFETY: row r belongs to channel ch's task alone
-                    let row = unsafe { std::slice::from_raw_parts_mut(rows.row(r, cols), cols) };
-                    self.fill_row(plane, ky, kx, p0, row);
+                    // SAFETY: row r of the capacity belongs to channel ch's task alone
+                    unsafe { self.fill_row(plane, ky, kx, p0, rows.row(r, cols), cols) };
                 }
             }
         });
+        // SAFETY: every row was written above
+        unsafe { m.set_len(n) };
         m
     }
 
-    /// One patch row: input pixel (ky, kx) of the kernel for output pixels `p0..`, from the
-    /// channel's `plane`; the valid run of columns of each output row is one copy at stride 1,
-    /// one strided gather otherwise.
-    fn fill_row(&self, plane: &[f32], ky: usize, kx: usize, p0: usize, row: &mut [f32]) {
+    /// One patch row of `len` elements at `row`: input pixel (ky, kx) of the kernel for output
+    /// pixels `p0..`, from the channel's `plane`, zero in the padding; the valid run of columns
+    /// of each output row is one copy at stride 1, one strided gather otherwise.
+    ///
+    /// # Safety
+    /// `row` must be valid for `len` writes (it may be uninitialized) and only written here.
+    unsafe fn fill_row(&self, plane: &[f32], ky: usize, kx: usize, p0: usize, row: *mut f32, len: usize) {
         // output columns whose input column kx + ox·s − pad lies inside the image
         let ox_lo = self.padding.saturating_sub(kx).div_ceil(self.stride);
         let ox_hi = ((self.w + self.padding).saturating_sub(kx))
             .div_ceil(self.stride)
             .min(self.ow);
-        let (p1, mut p) = (p0 + row.len(), p0);
+        let (p1, mut p) = (p0 + len, p0);
         while p < p1 {
             let (oy, ox0) = (p / self.ow, p % self.ow);
             let end = (p + self.ow - ox0).min(p1); // the rest of this output row
+            let (seg, n) = (row.add(p - p0), end - p);
             let iy = (oy * self.stride + ky).wrapping_sub(self.padding);
-            if iy < self.h {
-                let (a, b) = (ox0.max(ox_lo), (end - p + ox0).min(ox_hi));
-                if a < b {
-                    let dst = &mut row[p - p0 + a - ox0..p - p0 + b - ox0];
-                    let src0 = iy * self.w + a * self.stride + kx - self.padding;
-                    if self.stride == 1 {
-                        dst.copy_from_slice(&plane[src0..src0 + (b - a)]);
-                    } else {
-                        for (j, v) in dst.iter_mut().enumerate() {
-                            *v = plane[src0 + j * self.stride];
-                        }
-                    }
+            // the segment's elements [a, b) read the image, the others are padding
+            let (a, b) = if iy < self.h {
+                let a = ox0.max(ox_lo).min(ox0 + n) - ox0;
+                (a, ((ox0 + n).min(ox_hi).max(ox0 + a)) - ox0)
+            } else {
+                (0, 0)
+            };
+            std::ptr::write_bytes(seg, 0, a);
+            std::ptr::write_bytes(seg.add(b), 0, n - b);
+            let src0 = (iy * self.w + (a + ox0) * self.stride + kx).wrapping_sub(self.padding);
+            if a < b && self.stride == 1 {
+                let src = &plane[src0..src0 + (b - a)];
+                std::ptr::copy_nonoverlapping(src.as_ptr(), seg.add(a), b - a);
+            } else if a < b {
+                for j in 0..b - a {
+                    seg.add(a + j).write(plane[src0 + j * self.stride]);
                 }
             }
             p = end;
@@ -225,12 +302,19 @@ mod tests {
             (2, 3, 1, 0, 2, 7, 8),
             (3, 4, 3, 2, 3, 11, 13),
             (2, 3, 5, 1, 1, 4, 6),
+            // a few output planes: no patch matrix
+            (6, 1, 3, 1, 1, 13, 10),
+            (5, 2, 3, 1, 1, 9, 7),
+            (4, 1, 7, 3, 1, 8, 12),
+            (3, 2, 3, 0, 1, 6, 5),
         ];
         for (ci, co, k, pad, s, h, w) in cases {
             let x = Tensor::randn(0f32, 1.0, (2, ci, h, w), &dev).unwrap();
             let wt = Tensor::randn(0f32, 1.0, (co, ci, k, k), &dev).unwrap();
-            let ours = conv2d(&x, &wt, pad, s).unwrap().unwrap();
+            let b = Tensor::randn(0f32, 1.0, co, &dev).unwrap();
+            let ours = conv2d(&x, &wt, Some(&b), pad, s).unwrap().unwrap();
             let theirs = x.conv2d(&wt, pad, s, 1, 1).unwrap();
+            let theirs = theirs.broadcast_add(&b.reshape((1, co, 1, 1)).unwrap()).unwrap();
             assert_eq!(ours.dims(), theirs.dims());
             let m = (ours - theirs)
                 .unwrap()

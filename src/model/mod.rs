@@ -7,6 +7,7 @@ pub mod clip;
 pub mod conv;
 pub mod linear;
 pub mod phi3;
+pub mod resample;
 pub mod sam;
 pub mod videolisa;
 pub mod xmem;
@@ -228,14 +229,17 @@ pub fn conv2d(
     } else {
         (x.clone(), weight.clone())
     };
-    let mut y = match conv::conv2d(&x, &w, padding, stride)? {
+    let bias = bias.map(|b| b.to_dtype(x.dtype())).transpose()?;
+    let y = match conv::conv2d(&x, &w, bias.as_ref(), padding, stride)? {
         Some(y) => y,
-        None => x.conv2d(&w, padding, stride, 1, 1)?,
+        None => {
+            let y = x.conv2d(&w, padding, stride, 1, 1)?;
+            match bias {
+                Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?,
+                None => y,
+            }
+        }
     };
-    if let Some(b) = bias {
-        let b = b.to_dtype(y.dtype())?.reshape((1, b.dim(0)?, 1, 1))?;
-        y = y.broadcast_add(&b)?;
-    }
     if upcast {
         y.to_dtype(dtype)
     } else {

@@ -255,55 +255,15 @@ impl Sam {
         let work = crate::model::work_dtype(masks.dtype());
         let m = masks.to_dtype(work)?;
         if work == DType::F32 && m.device().is_cpu() && input.0 <= s && input.1 <= s {
-            let m = upsample_bilinear_cropped(&m, (s, s), input)?;
-            return upsample_bilinear_cropped(&m, original, original);
+            let m = crate::model::resample::upsample_bilinear_cropped(&m, (s, s), input)?;
+            return Ok(crate::model::resample::upsample_bilinear_cropped(
+                &m, original, original,
+            )?);
         }
         let m = m.upsample_bilinear2d(s, s, false)?;
         let m = m.narrow(2, 0, input.0)?.narrow(3, 0, input.1)?.contiguous()?;
         Ok(m.upsample_bilinear2d(original.0, original.1, false)?)
     }
-}
-
-/// One axis of a bilinear resize (`align_corners=False`, no scale factor) as candle and
-/// PyTorch compute it: per output position the two source indices and the weight of the
-/// second, in f64.
-fn bilinear_taps(size_in: usize, size_out: usize, keep: usize) -> Vec<(usize, usize, f64)> {
-    let scale = size_in as f64 / size_out as f64;
-    (0..keep)
-        .map(|o| {
-            let src = (scale * (o as f64 + 0.5) - 0.5).max(0.0);
-            let i0 = src.floor() as usize;
-            (i0, (i0 + 1).min(size_in - 1), (src - i0 as f64).clamp(0.0, 1.0))
-        })
-        .collect()
-}
-
-/// f32 `[B, C, h, w]` resized bilinearly to `size` and cropped to its top-left `keep` (rows,
-/// columns): only the kept pixels are computed, each with candle's `upsample_bilinear2d`
-/// arithmetic (f64, the same operations in the same order, so the same bits), planes and rows
-/// on all threads.
-fn upsample_bilinear_cropped(x: &Tensor, size: (usize, usize), keep: (usize, usize)) -> Result<Tensor> {
-    use rayon::prelude::*;
-    let (b, c, h, w) = x.dims4()?;
-    if h == 0 || w == 0 || keep.0 == 0 || keep.1 == 0 {
-        let m = x.upsample_bilinear2d(size.0, size.1, false)?;
-        return Ok(m.narrow(2, 0, keep.0)?.narrow(3, 0, keep.1)?.contiguous()?);
-    }
-    let src = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-    let (rows, cols) = (bilinear_taps(h, size.0, keep.0), bilinear_taps(w, size.1, keep.1));
-    let mut out = vec![0f32; b * c * keep.0 * keep.1];
-    out.par_chunks_mut(keep.1).enumerate().for_each(|(r, dst)| {
-        let (plane, y) = (r / keep.0, r % keep.0);
-        let p = &src[plane * h * w..(plane + 1) * h * w];
-        let (y0, y1, wy) = rows[y];
-        let (top, bottom) = (&p[y0 * w..(y0 + 1) * w], &p[y1 * w..(y1 + 1) * w]);
-        for (d, &(x0, x1, wx)) in dst.iter_mut().zip(&cols) {
-            let t = top[x0] as f64 * (1.0 - wx) + top[x1] as f64 * wx;
-            let u = bottom[x0] as f64 * (1.0 - wx) + bottom[x1] as f64 * wx;
-            *d = (t * (1.0 - wy) + u * wy) as f32;
-        }
-    });
-    Ok(Tensor::from_vec(out, (b, c, keep.0, keep.1), x.device())?)
 }
 
 #[cfg(test)]
@@ -350,24 +310,5 @@ mod tests {
             MAX_AUTO_BATCH,
             "bounded however much memory is free"
         );
-    }
-
-    /// The cropped resize equals candle's resize then crop bit for bit: up (the 256² → 1024²
-    /// step), down (→ the frame), identity, and sizes that do not divide.
-    #[test]
-    fn cropped_bilinear_equals_resize_then_crop() {
-        let x = Tensor::randn(0f32, 3.0, (2, 3, 17, 23), &Device::Cpu).unwrap();
-        for (size, keep) in [
-            ((64, 80), (40, 80)),
-            ((9, 11), (9, 11)),
-            ((17, 23), (17, 20)),
-            ((50, 7), (3, 7)),
-        ] {
-            let ours = upsample_bilinear_cropped(&x, size, keep).unwrap();
-            let theirs = x.upsample_bilinear2d(size.0, size.1, false).unwrap();
-            let theirs = theirs.narrow(2, 0, keep.0).unwrap().narrow(3, 0, keep.1).unwrap();
-            assert_eq!(ours.dims(), theirs.dims());
-            assert_eq!(crate::model::max_diff(&ours, &theirs), 0.0, "{size:?} {keep:?}");
-        }
     }
 }

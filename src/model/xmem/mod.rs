@@ -9,10 +9,11 @@ pub mod modules;
 pub mod run_on_video;
 pub mod video_reader;
 
+use crate::model::resample::{max_pool_3x3_s2, upsample_bilinear};
 use crate::weights::{Loader, Weights};
 use crate::Result;
 use candle_core::{DType, Device, Tensor};
-use modules::{area_down, gru_update, max_pool_3x3_s2, Conv, FeatureFusionBlock, Layer, UpsampleBlock};
+use modules::{area_down, gru_update, Conv, FeatureFusionBlock, Layer, UpsampleBlock};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -265,7 +266,7 @@ impl XMem {
             None
         };
         let (_, _, h, w) = fk.image.dims4()?;
-        let logits = logits4.upsample_bilinear2d(h, w, false)?;
+        let logits = upsample_bilinear(&logits4, h, w)?;
         let prob = candle_nn::ops::sigmoid(&logits.squeeze(0)?)?;
         Ok(Segmented {
             logits4,

@@ -14,7 +14,8 @@ const BN_EPS: f64 = 1e-5;
 /// A 2-D convolution (square kernel) with an optional bias.
 #[derive(Debug, Clone)]
 pub struct Conv {
-    /// `[out, in, k, k]`.
+    /// `[out, in, k, k]` (on the CPU in f32 a view of `[out, k, k, in]`, see
+    /// [`crate::model::conv::patch_layout`]).
     pub weight: Tensor,
     /// `[out]`.
     pub bias: Option<Tensor>,
@@ -36,7 +37,7 @@ impl Conv {
             None
         };
         Ok(Conv {
-            weight,
+            weight: crate::model::conv::patch_layout(&weight)?,
             bias,
             stride,
             padding: shape[3] / 2,
@@ -54,6 +55,7 @@ impl Conv {
         let var = bn.get("running_var", &[n])?;
         let scale = gamma.div(&(var + BN_EPS)?.sqrt()?)?;
         let weight = c.weight.broadcast_mul(&scale.reshape((n, 1, 1, 1))?)?;
+        let weight = crate::model::conv::patch_layout(&weight)?;
         let bias = beta.sub(&mean.mul(&scale)?)?;
         Ok(Conv {
             weight,
@@ -71,16 +73,6 @@ impl Conv {
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         crate::model::conv2d(x, &self.weight, self.bias.as_ref(), self.padding, self.stride)
     }
-}
-
-/// `nn.MaxPool2d(3, stride=2, padding=1)`: the padding never wins the max.
-pub fn max_pool_3x3_s2(x: &Tensor) -> candle_core::Result<Tensor> {
-    let (b, c, h, w) = x.dims4()?;
-    let row = Tensor::full(f32::NEG_INFINITY, (b, c, 1, w), x.device())?.to_dtype(x.dtype())?;
-    let x = Tensor::cat(&[&row, x, &row], 2)?;
-    let col = Tensor::full(f32::NEG_INFINITY, (b, c, h + 2, 1), x.device())?.to_dtype(x.dtype())?;
-    let x = Tensor::cat(&[&col, &x, &col], 3)?;
-    x.max_pool2d_with_stride(3, 2)
 }
 
 /// A residual block of `resnet.py`: `BasicBlock` (two 3×3) or `Bottleneck` (1×1, 3×3, 1×1);
@@ -313,7 +305,7 @@ impl UpsampleBlock {
     pub fn forward(&self, skip: &Tensor, g: &Tensor) -> candle_core::Result<Tensor> {
         let skip = self.skip_conv.forward(skip)?;
         let (_, _, h, w) = skip.dims4()?;
-        let g = g.upsample_bilinear2d(h, w, false)?;
+        let g = crate::model::resample::upsample_bilinear(g, h, w)?;
         self.out_conv.forward(&(skip + g)?)
     }
 }

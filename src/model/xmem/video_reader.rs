@@ -57,7 +57,7 @@ pub fn frame_tensor(img: &RgbImage, device: &Device) -> Result<(Tensor, [usize; 
     }
     let x = Tensor::from_vec(planes, (1, 3, h, w), device)?;
     let (nh, nw) = frame_size(h, w);
-    let x = x.upsample_bilinear2d(nh, nw, false)?;
+    let x = crate::model::resample::upsample_bilinear(&x, nh, nw)?;
     let p = pad_divide_by(nh, nw);
     Ok((pad(&x, p)?, p))
 }
@@ -114,8 +114,8 @@ pub fn post_process(
         .narrow(1, pad[2], ph - pad[2] - pad[3])?
         .narrow(2, pad[0], pw - pad[0] - pad[1])?
         .contiguous()?
-        .unsqueeze(0)?
-        .upsample_bilinear2d(height, width, false)?
+        .unsqueeze(0)?;
+    let p = crate::model::resample::upsample_bilinear(&p, height, width)?
         .squeeze(0)?
         .to_dtype(DType::F32)?;
     let planes: Vec<Vec<f32>> = (0..c)
