@@ -194,6 +194,28 @@ fn reference_run(py: &str, script: &Path, dir: &Path, frames: &Path) -> Result<H
     ))
 }
 
+/// The machine's (steal, total) jiffies from /proc/stat: steal is time the hypervisor gave
+/// our vCPUs to someone else, the noise of a shared VM.
+fn cpu_ticks() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let v: Vec<f64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    Some((*v.get(7)?, v.iter().sum()))
+}
+
+/// Steal between two [`cpu_ticks`] readings, in percent of the machine's time.
+fn steal_pct(a: Option<(f64, f64)>, b: Option<(f64, f64)>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b.1 > a.1 => format!("{:.0} %", 100.0 * (b.0 - a.0) / (b.1 - a.1)),
+        _ => "unknown".into(),
+    }
+}
+
 fn peak_env(name: &str) -> Option<f64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
@@ -258,6 +280,7 @@ fn main() {
     let video = Video::open(&frames).unwrap();
     let out = tempfile::tempdir().unwrap();
     let opts = SegmentOptions::default();
+    let ticks0 = cpu_ticks();
     let r = segment(
         &model,
         &video,
@@ -266,6 +289,7 @@ fn main() {
         &opts,
     )
     .unwrap();
+    let ticks1 = cpu_ticks();
     let s: StageSeconds = r.summary.seconds.clone();
     println!(
         "{mode}: {} frames {}x{}, sequence {} tokens, dtypes {:?}, peak RSS {:.0} MB",
@@ -288,6 +312,12 @@ fn main() {
     } else {
         reference_run(&py, &script, &dir, &frames)
     };
+    let ticks2 = cpu_ticks();
+    println!(
+        "hypervisor steal while ours ran: {}, while PyTorch ran: {}",
+        steal_pct(ticks0, ticks1),
+        steal_pct(ticks1, ticks2)
+    );
     if let Err(why) = &theirs {
         println!("reference: {why}");
     }
@@ -295,8 +325,8 @@ fn main() {
     let get = |k: &str| theirs.as_ref().and_then(|m| m.get(k).copied());
     if let (Some(rss), Some(th)) = (get("peak_rss_mb"), get("threads")) {
         println!(
-            "reference: peak RSS {rss:.0} MB, {th} threads, sequence {:?} tokens",
-            get("seq_len")
+            "reference: peak RSS {rss:.0} MB, {th} threads, sequence {} tokens",
+            get("seq_len").map_or("unknown".into(), |n| n.to_string())
         );
     }
     let f = stage_flops(&model, opts.n_sparse, r.prompts[0].seq_len);
