@@ -86,6 +86,7 @@ fn xmem_matches_xmem2_run_on_video() {
 #[test]
 #[ignore]
 fn xmem_full_size_matches_xmem2() {
+    videolisa::device::keep_large_allocations(); // as the binary does: its s/frame are comparable
     let dir = std::env::var("XMEM_FULL").unwrap_or_else(|_| "target/xmem_full".into());
     check(std::path::Path::new(&dir));
 }
