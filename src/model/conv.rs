@@ -68,6 +68,11 @@ pub fn conv2d(
             weight.dims()
         );
     }
+    // checked before any work: a wrong bias is the caller's error, said once
+    let bias = bias.map(|b| b.to_vec1::<f32>()).transpose()?;
+    if let Some(n) = bias.as_ref().map(Vec::len).filter(|&n| n != co) {
+        candle_core::bail!("conv2d: bias of {n} for {co} output channels");
+    }
     let g = Geometry {
         c,
         h,
@@ -94,11 +99,7 @@ pub fn conv2d(
     drop((xs, ws));
     // SAFETY: every output element was written above
     unsafe { out.set_len(b * co * p) };
-    if let Some(bias) = bias {
-        let bias = bias.to_vec1::<f32>()?;
-        if bias.len() != co {
-            candle_core::bail!("conv2d: bias of {} for {co} output channels", bias.len());
-        }
+    if let Some(bias) = &bias {
         out.par_chunks_mut(p)
             .enumerate()
             .for_each(|(r, row)| row.iter_mut().for_each(|v| *v += bias[r % co]));
@@ -327,6 +328,15 @@ mod tests {
             let m = m.to_scalar::<f32>().unwrap();
             assert!(m < 1e-4, "case {:?}: {m}", (ci, co, k, pad, s, h, w));
         }
+    }
+
+    #[test]
+    fn a_bias_of_the_wrong_length_is_an_error_naming_both_lengths() {
+        let x = Tensor::zeros((1, 2, 5, 5), DType::F32, &Device::Cpu).unwrap();
+        let w = Tensor::zeros((3, 2, 3, 3), DType::F32, &Device::Cpu).unwrap();
+        let b = Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap();
+        let e = conv2d(&x, &w, Some(&b), 1, 1).unwrap_err().to_string();
+        assert!(e.contains("bias of 4 for 3 output channels"), "{e}");
     }
 
     #[test]

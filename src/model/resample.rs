@@ -42,20 +42,22 @@ pub fn upsample_bilinear_cropped(
         let m = x.upsample_bilinear2d(size.0, size.1, false)?;
         return m.narrow(2, 0, keep.0)?.narrow(3, 0, keep.1)?.contiguous();
     }
-    let src = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
     let (rows, cols) = (bilinear_taps(h, size.0, keep.0), bilinear_taps(w, size.1, keep.1));
     let mut out = vec![0f32; b * c * keep.0 * keep.1];
-    out.par_chunks_mut(keep.1).enumerate().for_each(|(r, dst)| {
-        let (plane, y) = (r / keep.0, r % keep.0);
-        let p = &src[plane * h * w..(plane + 1) * h * w];
-        let (y0, y1, wy) = rows[y];
-        let (top, bottom) = (&p[y0 * w..(y0 + 1) * w], &p[y1 * w..(y1 + 1) * w]);
-        for (d, &(x0, x1, wx)) in dst.iter_mut().zip(&cols) {
-            let t = top[x0] as f64 * (1.0 - wx) + top[x1] as f64 * wx;
-            let u = bottom[x0] as f64 * (1.0 - wx) + bottom[x1] as f64 * wx;
-            *d = (t * (1.0 - wy) + u * wy) as f32;
-        }
-    });
+    // the input is read in place (a copy of it before)
+    crate::model::with_host_slice(&x.contiguous()?, |src| {
+        out.par_chunks_mut(keep.1).enumerate().for_each(|(r, dst)| {
+            let (plane, y) = (r / keep.0, r % keep.0);
+            let p = &src[plane * h * w..(plane + 1) * h * w];
+            let (y0, y1, wy) = rows[y];
+            let (top, bottom) = (&p[y0 * w..(y0 + 1) * w], &p[y1 * w..(y1 + 1) * w]);
+            for (d, &(x0, x1, wx)) in dst.iter_mut().zip(&cols) {
+                let t = top[x0] as f64 * (1.0 - wx) + top[x1] as f64 * wx;
+                let u = bottom[x0] as f64 * (1.0 - wx) + bottom[x1] as f64 * wx;
+                *d = (t * (1.0 - wy) + u * wy) as f32;
+            }
+        });
+    })?;
     Tensor::from_vec(out, (b, c, keep.0, keep.1), x.device())
 }
 
