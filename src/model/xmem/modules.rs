@@ -23,6 +23,9 @@ pub struct Conv {
     pub stride: usize,
     /// Zero padding on every side.
     pub padding: usize,
+    /// The weight's Winograd transform for 3×3 stride-1 kernels on the CPU in f32, made once at
+    /// load (see [`crate::model::conv::winograd_filters`]).
+    pub winograd: Option<Tensor>,
 }
 
 impl Conv {
@@ -36,32 +39,37 @@ impl Conv {
         } else {
             None
         };
+        Conv::new(weight, bias, stride, shape[3] / 2)
+    }
+
+    fn new(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: usize) -> Result<Self> {
+        let winograd = match (stride, padding) {
+            (1, 1) => crate::model::conv::winograd_filters(&weight)?,
+            _ => None,
+        };
         Ok(Conv {
             weight: crate::model::conv::patch_layout(&weight)?,
             bias,
             stride,
-            padding: shape[3] / 2,
+            padding,
+            winograd,
         })
     }
 
     /// A bias-free convolution followed by `nn.BatchNorm2d` `bn`, folded:
     /// `w·γ/√(var+ε)` and `β − mean·γ/√(var+ε)`.
     pub fn load_bn(conv: &Loader, bn: &Loader, stride: usize) -> Result<Self> {
-        let c = Conv::load(conv, stride)?;
-        let n = c.weight.dim(0)?;
+        let shape = conv.shape("weight")?;
+        let weight = conv.get("weight", &shape)?;
+        let n = shape[0];
         let gamma = bn.get("weight", &[n])?;
         let beta = bn.get("bias", &[n])?;
         let mean = bn.get("running_mean", &[n])?;
         let var = bn.get("running_var", &[n])?;
         let scale = gamma.div(&(var + BN_EPS)?.sqrt()?)?;
-        let weight = c.weight.broadcast_mul(&scale.reshape((n, 1, 1, 1))?)?;
-        let weight = crate::model::conv::patch_layout(&weight)?;
+        let weight = weight.broadcast_mul(&scale.reshape((n, 1, 1, 1))?)?;
         let bias = beta.sub(&mean.mul(&scale)?)?;
-        Ok(Conv {
-            weight,
-            bias: Some(bias),
-            ..c
-        })
+        Conv::new(weight, Some(bias), stride, shape[3] / 2)
     }
 
     /// Output channels.
@@ -71,7 +79,11 @@ impl Conv {
 
     /// `[1, C, H, W]` → `[1, out, H', W']`.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        crate::model::conv2d(x, &self.weight, self.bias.as_ref(), self.padding, self.stride)
+        let (u, b) = (self.winograd.as_ref(), self.bias.as_ref());
+        if let Some(y) = crate::model::conv::conv2d_with(x, &self.weight, u, b, self.padding, self.stride)? {
+            return Ok(y);
+        }
+        crate::model::conv2d(x, &self.weight, b, self.padding, self.stride)
     }
 }
 
