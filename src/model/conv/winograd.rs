@@ -87,8 +87,8 @@ pub(super) fn filters(wd: &[f32], co: usize, c: usize) -> Vec<f32> {
             let g = |ky: usize, kx: usize| taps[(ky * 3 + kx) * c + ch];
             // columns of G g, then rows of (G g) G^T
             let cols: [[f32; 4]; 3] = std::array::from_fn(|kx| g3(g(0, kx), g(1, kx), g(2, kx)));
-            for xi in 0..4 {
-                let row = g3(cols[0][xi], cols[1][xi], cols[2][xi]);
+            let rows: [[f32; 4]; 4] = std::array::from_fn(|xi| g3(cols[0][xi], cols[1][xi], cols[2][xi]));
+            for (xi, row) in rows.iter().enumerate() {
                 for (nu, &val) in row.iter().enumerate() {
                     // SAFETY: element (ξν, o, ch) is written by output o's task alone
                     unsafe { up.at(((xi * 4 + nu) * co + o) * c + ch).write(val) };
