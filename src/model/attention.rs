@@ -289,11 +289,7 @@ impl Ctx<'_> {
         }
         let vis = &mut row[a..b];
         let max = vis.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-        let mut sum = 0f32;
-        for x in vis.iter_mut() {
-            *x = (*x - max).exp();
-            sum += *x;
-        }
+        let sum = crate::model::exp::exp_shifted_sum(vis, max);
         for x in vis.iter_mut() {
             *x /= sum;
             if self.o.bf16_probs {

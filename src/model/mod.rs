@@ -5,6 +5,7 @@ pub mod amx;
 pub mod attention;
 pub mod clip;
 pub mod conv;
+mod exp;
 pub mod linear;
 pub mod phi3;
 pub mod resample;
