@@ -1,5 +1,5 @@
-//! 3×3 stride-1 convolutions with one pixel of zero padding (XMem's ResNet blocks and decoder,
-//! SAM's neck) by Winograd's minimal filtering F(2×2, 3×3). Each 2×2 block of output pixels
+//! 3×3 stride-1 convolutions with one pixel of zero padding (XMem's ResNet blocks, fuser and
+//! decoder, which prepare their filters at load) by Winograd's minimal filtering F(2×2, 3×3). Each 2×2 block of output pixels
 //! reads a 4×4 input tile; after the tile and the filter are transformed, its 36 products per
 //! input channel become 16 elementwise ones (2.25× less arithmetic), i.e. 16 independent matrix
 //! products `U[ξν] [C_out, C_in] · V[ξν] [C_in, tiles] = M[ξν] [C_out, tiles]`, and the
@@ -11,7 +11,7 @@ use crate::model::{matmul_into, Strided};
 use rayon::prelude::*;
 
 /// Elements of `V` plus `M` per band of tile rows (128 MB of f32: one band per image at XMem's
-/// and SAM's sizes; the bound keeps very large inputs from taking memory without limit).
+/// sizes; the bound keeps very large inputs from taking memory without limit).
 const BAND_ELEMENTS: usize = 1 << 25;
 
 /// The `co` planes `[co, h, w]` of one image `[c, h, w]` convolved with the filters `u`
