@@ -116,5 +116,8 @@ mod tests {
         assert_eq!(row[0], 1.0);
         assert!((row[1] as f64 - (-1.5f64).exp()).abs() < 1e-7);
         assert!((s as f64 - (2.0 + (-1.5f64).exp() + (-23f64).exp())).abs() < 1e-6);
+        // a NaN score stays NaN, as with expf
+        let mut row = [0.0f32, f32::NAN];
+        assert!(exp_shifted_sum(&mut row, 0.0).is_nan() && row[1].is_nan() && row[0] == 1.0);
     }
 }
