@@ -5,7 +5,9 @@
 //! CLIP, SAM's windowed and global blocks (with the decomposed relative positions) and Phi-3
 //! (causal, sliding window: key ranges outside the window are never computed) share it. The
 //! arithmetic per element is the unfused path's: the same dot products, scale, bias and
-//! softmax, only in other memory.
+//! softmax, only in other memory. A block's scores are kept key-major (one SIMD lane per
+//! query row): the row maxima and sums then vectorise across rows while each row's sum is
+//! still added in key order, and neither product repacks the keys or the probabilities.
 
 use crate::model::{matmul_into, Strided};
 use candle_core::{DType, Device, Layout, Storage, Tensor};
@@ -145,30 +147,32 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, o: &Options) -> candle_core
     let mut out = vec![0f32; b * nq * h * dv];
     let ptr = OutPtr(out.as_mut_ptr());
     let blocks = nq.div_ceil(QUERY_BLOCK);
-    (0..b * h * blocks).into_par_iter().for_each(|task| {
-        let (g, blk) = (task / blocks, task % blocks);
-        let (bi, hi) = (g / h, g % h);
-        let r0 = blk * QUERY_BLOCK;
-        let rows = QUERY_BLOCK.min(nq - r0);
-        let t = Task {
-            bi,
-            hi,
-            kvh: hi / (h / hk),
-            r0,
-            rows,
-            g,
-        };
-        let ctx = Ctx {
-            q: &qv,
-            k: &kv,
-            v: &vv,
-            o,
-            rel: rel_slices,
-            heads: h,
-            out: &ptr,
-        };
-        ctx.run(&t);
-    });
+    (0..b * h * blocks)
+        .into_par_iter()
+        .for_each_init(Vec::new, |buf, task| {
+            let (g, blk) = (task / blocks, task % blocks);
+            let (bi, hi) = (g / h, g % h);
+            let r0 = blk * QUERY_BLOCK;
+            let rows = QUERY_BLOCK.min(nq - r0);
+            let t = Task {
+                bi,
+                hi,
+                kvh: hi / (h / hk),
+                r0,
+                rows,
+                g,
+            };
+            let ctx = Ctx {
+                q: &qv,
+                k: &kv,
+                v: &vv,
+                o,
+                rel: rel_slices,
+                heads: h,
+                out: &ptr,
+            };
+            ctx.run(&t, buf);
+        });
     drop((qs, ks, vs, rel_guards));
     Ok(Some(Tensor::from_vec(out, (b, nq, h, dv), &Device::Cpu)?))
 }
@@ -205,19 +209,24 @@ impl Ctx<'_> {
         }
     }
 
-    fn run(&self, t: &Task) {
+    /// One block: scores key-major (`s[j · rows + r]`, so the softmax runs across the rows
+    /// in SIMD lanes), softmax in place, then `p·v` into the output. `s` is the thread's
+    /// reused buffer: both products write every element they cover.
+    fn run(&self, t: &Task, s: &mut Vec<f32>) {
         let (lo, hi) = self.key_range(t);
-        let keys = hi - lo;
-        let d = self.q.dims[3];
-        let mut s = vec![0f32; t.rows * keys];
-        // S = q_block · k[lo..hi]ᵀ
+        let (keys, rows, d) = (hi - lo, t.rows, self.q.dims[3]);
+        if s.len() < rows * keys {
+            s.resize(rows * keys, 0.0);
+        }
+        let s = &mut s[..rows * keys];
+        // S = q_block · k[lo..hi]ᵀ, stored transposed
         unsafe {
             matmul_into(
-                (t.rows, keys, d),
+                (rows, keys, d),
                 Strided {
                     ptr: s.as_mut_ptr(),
-                    row: keys,
-                    col: 1,
+                    row: 1,
+                    col: rows,
                 },
                 Strided {
                     ptr: self.q.at(t.bi, t.r0, t.hi),
@@ -232,9 +241,7 @@ impl Ctx<'_> {
                 gemm::Parallelism::None,
             );
         }
-        for (r, row) in s.chunks_mut(keys).enumerate() {
-            self.softmax_row(t, r, lo, row);
-        }
+        self.softmax_block(t, lo, s);
         let dv = self.v.dims[3];
         let dst = self
             .out
@@ -243,7 +250,7 @@ impl Ctx<'_> {
         // out_block = P · v[lo..hi]
         unsafe {
             matmul_into(
-                (t.rows, dv, keys),
+                (rows, dv, keys),
                 Strided {
                     ptr: dst,
                     row: self.heads * dv,
@@ -251,8 +258,8 @@ impl Ctx<'_> {
                 },
                 Strided {
                     ptr: s.as_ptr(),
-                    row: keys,
-                    col: 1,
+                    row: 1,
+                    col: rows,
                 },
                 Strided {
                     ptr: self.v.at(t.bi, lo, t.kvh),
@@ -264,40 +271,71 @@ impl Ctx<'_> {
         }
     }
 
-    /// Row `r` of the block (keys from `lo`): scale, bias, softmax, in place.
-    fn softmax_row(&self, t: &Task, r: usize, lo: usize, row: &mut [f32]) {
-        if let Some(sc) = self.o.scale {
-            row.iter_mut().for_each(|x| *x *= sc);
-        }
-        // visible keys of this row, relative to lo
-        let (a, b) = match self.o.bias {
-            Bias::Causal { first_row, window } => {
-                let i = first_row + t.r0 + r;
-                let first = window.map_or(0, |w| i.saturating_sub(w));
-                (first - lo, i + 1 - lo)
+    /// Scale, bias and mask (hidden keys become −∞, so e^… is 0 and adds nothing), then the
+    /// softmax of every row of the key-major block `s` (keys from `lo`), in place.
+    fn softmax_block(&self, t: &Task, lo: usize, s: &mut [f32]) {
+        let rows = t.rows;
+        let rel = self.rel.map(|rel| self.rel_rows(t, rel));
+        let mut max = vec![f32::NEG_INFINITY; rows];
+        for (j, col) in s.chunks_exact_mut(rows).enumerate() {
+            if let Some(sc) = self.o.scale {
+                col.iter_mut().for_each(|x| *x *= sc);
             }
-            _ => (0, row.len()),
-        };
-        if let Some((rh, rw, kh, kw)) = self.rel {
-            let qi = t.g * self.q.dims[1] + t.r0 + r;
-            let (rh, rw) = (&rh[qi * kh..(qi + 1) * kh], &rw[qi * kw..(qi + 1) * kw]);
-            for (y, chunk) in row.chunks_mut(kw).enumerate() {
-                for (x, val) in chunk.iter_mut().enumerate() {
-                    *val = *val + rh[y] + rw[x];
+            if let Some((rh, rw, kw)) = &rel {
+                let (y, x) = ((lo + j) / kw, (lo + j) % kw);
+                let (rh, rw) = (&rh[y * rows..(y + 1) * rows], &rw[x * rows..(x + 1) * rows]);
+                for ((v, &h), &w) in col.iter_mut().zip(rh).zip(rw) {
+                    *v = *v + h + w;
+                }
+            }
+            let (a, b) = self.rows_seeing(t, lo + j);
+            col[..a].iter_mut().for_each(|x| *x = f32::NEG_INFINITY);
+            col[b..].iter_mut().for_each(|x| *x = f32::NEG_INFINITY);
+            for (m, &x) in max.iter_mut().zip(col.iter()) {
+                *m = m.max(x);
+            }
+        }
+        let sum = crate::model::exp::exp_shifted_columns(s, &max);
+        for col in s.chunks_exact_mut(rows) {
+            for (x, &sm) in col.iter_mut().zip(&sum) {
+                *x /= sm;
+                if self.o.bf16_probs {
+                    *x = half::bf16::from_f32(*x).to_f32();
                 }
             }
         }
-        let vis = &mut row[a..b];
-        let max = vis.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-        let sum = crate::model::exp::exp_shifted_sum(vis, max);
-        for x in vis.iter_mut() {
-            *x /= sum;
-            if self.o.bf16_probs {
-                *x = half::bf16::from_f32(*x).to_f32();
+    }
+
+    /// The block's rows `a..b` that see key `j` (all but under Phi-3's mask).
+    fn rows_seeing(&self, t: &Task, j: usize) -> (usize, usize) {
+        match self.o.bias {
+            Bias::Causal { first_row, window } => {
+                let base = first_row + t.r0;
+                let a = j.saturating_sub(base).min(t.rows);
+                let b = window.map_or(t.rows, |w| (j + w + 1).saturating_sub(base).min(t.rows));
+                (a, b.max(a))
             }
+            _ => (0, t.rows),
         }
-        row[..a].iter_mut().for_each(|x| *x = 0.0);
-        row[b..].iter_mut().for_each(|x| *x = 0.0);
+    }
+
+    /// The block's rel-pos terms key-major: `rh[y · rows + r]`, `rw[x · rows + r]`, and `kw`.
+    fn rel_rows(
+        &self,
+        t: &Task,
+        (rh, rw, kh, kw): (&[f32], &[f32], usize, usize),
+    ) -> (Vec<f32>, Vec<f32>, usize) {
+        let first = t.g * self.q.dims[1] + t.r0;
+        let gather = |src: &[f32], n: usize| {
+            let mut out = vec![0f32; n * t.rows];
+            for r in 0..t.rows {
+                for (y, &v) in src[(first + r) * n..(first + r + 1) * n].iter().enumerate() {
+                    out[y * t.rows + r] = v;
+                }
+            }
+            out
+        };
+        (gather(rh, kh), gather(rw, kw), kw)
     }
 }
 
