@@ -73,7 +73,7 @@ unsafe fn columns_avx2(xs: &mut [f32], lanes: Lanes) {
 /// values and the same sum as one lane alone over that row.
 pub(crate) fn exp_shifted_columns(xs: &mut [f32], max: &[f32]) -> Vec<f32> {
     assert!(
-        !max.is_empty() && xs.len() % max.len() == 0,
+        !max.is_empty() && xs.len().is_multiple_of(max.len()),
         "scores are not whole columns"
     );
     let mut sum = vec![0f32; max.len()];

@@ -54,6 +54,55 @@ pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
     }
 }
 
+/// `a + b` for tensors of one shape. Contiguous bf16 CPU tensors take one parallel pass, each
+/// sum formed in f32 and rounded once to nearest-even (PyTorch's bf16 add); candle's own bf16
+/// add calls a conversion function per 8 values (9 % of the bf16 LLM's time). Anything else
+/// goes through candle.
+pub fn add(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    struct AddBf16;
+    impl candle_core::CustomOp2 for AddBf16 {
+        fn name(&self) -> &'static str {
+            "add-bf16"
+        }
+        fn cpu_fwd(
+            &self,
+            s1: &candle_core::CpuStorage,
+            l1: &candle_core::Layout,
+            s2: &candle_core::CpuStorage,
+            l2: &candle_core::Layout,
+        ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+            use rayon::prelude::*;
+            let ((a0, a1), (b0, b1)) = (
+                l1.contiguous_offsets().expect("checked contiguous"),
+                l2.contiguous_offsets().expect("checked contiguous"),
+            );
+            let (x, y) = (
+                &s1.as_slice::<half::bf16>()?[a0..a1],
+                &s2.as_slice::<half::bf16>()?[b0..b1],
+            );
+            let mut out = vec![half::bf16::ZERO; x.len()];
+            out.par_chunks_mut(1 << 14)
+                .zip(x.par_chunks(1 << 14).zip(y.par_chunks(1 << 14)))
+                .for_each(|(o, (x, y))| {
+                    for ((o, x), y) in o.iter_mut().zip(x).zip(y) {
+                        *o = half::bf16::from_f32(x.to_f32() + y.to_f32());
+                    }
+                });
+            Ok((candle_core::CpuStorage::BF16(out), l1.shape().clone()))
+        }
+    }
+    let fused = a.device().is_cpu()
+        && a.dtype() == DType::BF16
+        && b.dtype() == DType::BF16
+        && a.dims() == b.dims()
+        && a.is_contiguous()
+        && b.is_contiguous();
+    if fused {
+        return a.apply_op2_no_bwd(b, &AddBf16);
+    }
+    a + b
+}
+
 /// A strided f32 matrix for [`matmul_into`]: its first element and the steps between rows and
 /// between columns (in elements).
 #[derive(Debug, Clone, Copy)]
@@ -410,6 +459,50 @@ pub(crate) fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bf16_add_rounds_like_candles_and_falls_back() {
+        let dev = Device::Cpu;
+        let mut vals: Vec<f32> = (0..40_000)
+            .map(|i| ((i * 7919) % 20011) as f32 / 97.0 - 100.0)
+            .collect();
+        // a tie (1 + 2^-8 is halfway between two bf16 values), a NaN and an infinity
+        vals.extend([1.0, f32::NAN, f32::INFINITY]);
+        let a = Tensor::new(vals.as_slice(), &dev)
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap();
+        let mut other: Vec<f32> = vals.iter().rev().map(|v| v * 0.37).collect();
+        let n = other.len();
+        other[n - 3] = 2f32.powi(-8);
+        let b = Tensor::new(other.as_slice(), &dev)
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap();
+        let ours = add(&a, &b).unwrap();
+        let bits = |t: &Tensor| -> Vec<u16> {
+            t.to_vec1::<half::bf16>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect()
+        };
+        let want: Vec<u16> = a
+            .to_vec1::<half::bf16>()
+            .unwrap()
+            .iter()
+            .zip(b.to_vec1::<half::bf16>().unwrap())
+            .map(|(x, y)| half::bf16::from_f32(x.to_f32() + y.to_f32()).to_bits())
+            .collect();
+        assert_eq!(bits(&ours), want);
+        assert_eq!(bits(&ours), bits(&(&a + &b).unwrap()), "candle's bf16 add");
+        // strided and f32 inputs take candle's path
+        let m = a.narrow(0, 0, 40_000).unwrap().reshape((200, 200)).unwrap();
+        let t = m.t().unwrap();
+        assert_eq!(max_diff(&add(&t, &t).unwrap(), &(&t + &t).unwrap()), 0.0);
+        let f = m.to_dtype(DType::F32).unwrap();
+        assert_eq!(max_diff(&add(&f, &f).unwrap(), &(&f + &f).unwrap()), 0.0);
+    }
     use candle_core::D;
 
     /// The tiled transpose equals candle's strided copy on shapes that are and are not

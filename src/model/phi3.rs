@@ -601,9 +601,9 @@ impl Phi3DecoderLayer {
         let o = self
             .self_attn
             .forward(&self.input_layernorm.forward(x)?, rope, from, masks)?;
-        let h = (x.narrow(0, from, n - from)? + o)?;
+        let h = crate::model::add(&x.narrow(0, from, n - from)?, &o)?;
         let m = self.mlp.forward(&self.post_attention_layernorm.forward(&h)?)?;
-        Ok((h + m)?)
+        Ok(crate::model::add(&h, &m)?)
     }
 }
 
