@@ -1,11 +1,11 @@
 //! `e^(x − max)` over the scores of a block of query rows and each row's sum, for the softmax
-//! in attention: glibc's scalar `expf` was 8 % of CLIP's and SAM's time. Here `e^y = 2^n · e^r` with `n = round(y / ln 2)`
-//! and `|r| ≤ ln 2 / 2`, `e^r` by its Taylor series, all in f64 and rounded once: the f32
-//! result is glibc's nearly everywhere (a 1-ulp polynomial in f32 moved the end-to-end parity
-//! test past its bound). The loop has no branches and is compiled for AVX-512 or AVX2 when
-//! the CPU has them (chosen at run time); the scores are key-major, one SIMD lane per query
-//! row, so each row's sum is still added in key order: the end-to-end parity test moved by
-//! 30 % when it was not.
+//! in attention: glibc's scalar `expf` was 8 % of CLIP's and SAM's time. Here
+//! `e^y = 2^n · e^r` with `n = round(y / ln 2)` and `|r| ≤ ln 2 / 2`, `e^r` by its Taylor
+//! series, all in f64 and rounded once: the f32 result is glibc's nearly everywhere (a 1-ulp
+//! polynomial in f32 moved the end-to-end parity test past its bound). The loop has no
+//! branches and is compiled for AVX-512 or AVX2 when the CPU has them (chosen at run time);
+//! the scores are key-major, one SIMD lane per query row, so each row's sum is still added in
+//! key order: the end-to-end parity test moved by 30 % when it was not.
 
 /// Below this `e^y` is under f32's smallest normal number: returned as 0.
 const LOWEST: f32 = -87.0;
@@ -38,7 +38,7 @@ fn exp_lane(y: f32) -> f32 {
 /// `k!` for `k < 10`.
 const FACTORIALS: [f64; 10] = [1.0, 1.0, 2.0, 6.0, 24.0, 120.0, 720.0, 5040.0, 40320.0, 362_880.0];
 
-/// Columns of `lanes.len()` values: each lane shifted by its own maximum and summed down the
+/// Columns of `lanes.max.len()` values: each lane shifted by its own maximum and summed down the
 /// columns, so the lanes are independent and the loop vectorises across them.
 #[inline(always)]
 fn columns(xs: &mut [f32], lanes: Lanes) {
