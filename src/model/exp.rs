@@ -38,34 +38,28 @@ fn exp_lane(y: f32) -> f32 {
 /// `k!` for `k < 10`.
 const FACTORIALS: [f64; 10] = [1.0, 1.0, 2.0, 6.0, 24.0, 120.0, 720.0, 5040.0, 40320.0, 362_880.0];
 
-/// Columns of `lanes.max.len()` values: each lane shifted by its own maximum and summed down the
-/// columns, so the lanes are independent and the loop vectorises across them.
+/// Columns of `max.len()` values: each lane shifted by its own maximum and summed into `sum`
+/// down the columns, so the lanes are independent and the loop vectorises across them.
 #[inline(always)]
-fn columns(xs: &mut [f32], lanes: Lanes) {
-    for col in xs.chunks_exact_mut(lanes.max.len()) {
-        for ((x, &m), s) in col.iter_mut().zip(lanes.max).zip(lanes.sum.iter_mut()) {
+fn columns(xs: &mut [f32], max: &[f32], sum: &mut [f32]) {
+    for col in xs.chunks_exact_mut(max.len()) {
+        for ((x, &m), s) in col.iter_mut().zip(max).zip(sum.iter_mut()) {
             *x = exp_lane(*x - m);
             *s += *x;
         }
     }
 }
 
-/// Per-lane maxima in, per-lane sums out, for [`exp_shifted_columns`].
-struct Lanes<'a> {
-    max: &'a [f32],
-    sum: &'a mut [f32],
-}
-
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn columns_avx512(xs: &mut [f32], lanes: Lanes) {
-    columns(xs, lanes)
+unsafe fn columns_avx512(xs: &mut [f32], max: &[f32], sum: &mut [f32]) {
+    columns(xs, max, sum)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn columns_avx2(xs: &mut [f32], lanes: Lanes) {
-    columns(xs, lanes)
+unsafe fn columns_avx2(xs: &mut [f32], max: &[f32], sum: &mut [f32]) {
+    columns(xs, max, sum)
 }
 
 /// For scores laid out `[keys][lanes]` (one lane per query row): replaces each `x` by
@@ -77,21 +71,20 @@ pub(crate) fn exp_shifted_columns(xs: &mut [f32], max: &[f32]) -> Vec<f32> {
         "scores are not whole columns"
     );
     let mut sum = vec![0f32; max.len()];
-    let lanes = Lanes { max, sum: &mut sum };
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU has AVX-512F
-            unsafe { columns_avx512(xs, lanes) };
+            unsafe { columns_avx512(xs, max, &mut sum) };
             return sum;
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
             // SAFETY: the CPU has AVX2 and FMA
-            unsafe { columns_avx2(xs, lanes) };
+            unsafe { columns_avx2(xs, max, &mut sum) };
             return sum;
         }
     }
-    columns(xs, lanes);
+    columns(xs, max, &mut sum);
     sum
 }
 

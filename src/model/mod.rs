@@ -502,6 +502,9 @@ mod tests {
         assert_eq!(max_diff(&add(&t, &t).unwrap(), &(&t + &t).unwrap()), 0.0);
         let f = m.to_dtype(DType::F32).unwrap();
         assert_eq!(max_diff(&add(&f, &f).unwrap(), &(&f + &f).unwrap()), 0.0);
+        // no rows at all
+        let empty = Tensor::zeros((0, 3), DType::BF16, &dev).unwrap();
+        assert_eq!(add(&empty, &empty).unwrap().dims(), &[0, 3]);
     }
     use candle_core::D;
 

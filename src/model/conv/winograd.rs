@@ -1,6 +1,6 @@
 //! 3×3 stride-1 convolutions with one pixel of zero padding (XMem's ResNet blocks, fuser and
-//! decoder, which prepare their filters at load) by Winograd's minimal filtering F(2×2, 3×3). Each 2×2 block of output pixels
-//! reads a 4×4 input tile; after the tile and the filter are transformed, its 36 products per
+//! decoder, which prepare their filters at load) by Winograd's minimal filtering F(2×2, 3×3).
+//! Each 2×2 block of output pixels reads a 4×4 input tile; after the tile and the filter are transformed, its 36 products per
 //! input channel become 16 elementwise ones (2.25× less arithmetic), i.e. 16 independent matrix
 //! products `U[ξν] [C_out, C_in] · V[ξν] [C_in, tiles] = M[ξν] [C_out, tiles]`, and the
 //! output transform sums each block out of the 16. The transforms only add, subtract and
