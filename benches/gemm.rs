@@ -1,6 +1,6 @@
 //! candle's CPU matmul throughput at a square size and at the model's shapes, f32 and bf16,
 //! against which `tools/bench/cpu.sh` sets each stage's achieved GFLOP/s; then our bf16
-//! `Linear` (AMX tiles where the CPU has them) against candle's bf16 matmul at the LLM's shapes.
+//! `Linear` (AMX tiles or AVX-512 BF16 where the CPU has them) against candle's bf16 matmul at the LLM's shapes.
 //!
 //!   cargo bench --bench gemm            # prints one line per shape: dtype, m×k×n, GFLOP/s
 
@@ -56,8 +56,10 @@ fn main() {
     }
     let kernel = if videolisa::model::amx::available() {
         "AMX"
+    } else if videolisa::model::dpbf16::available() {
+        "AVX-512 BF16"
     } else {
-        "no AMX: candle's matmul"
+        "neither AMX nor AVX-512 BF16: candle's matmul"
     };
     for (name, m, k, n) in [
         ("phi3 qkv", 2373, 3072, 9216),

@@ -35,6 +35,20 @@ fn exp_lane(y: f32) -> f32 {
     }
 }
 
+/// Above this `e^y` overflows f32: returned as +∞ (the range reduction would not hold).
+const HIGHEST: f32 = 89.0;
+
+/// `e^y` for any `y` (`exp_lane` is for `y ≤ 0`): +∞ above f32's range, NaN for NaN.
+#[inline(always)]
+pub(crate) fn exp_f32(y: f32) -> f32 {
+    let e = exp_lane(y);
+    if y > HIGHEST {
+        f32::INFINITY
+    } else {
+        e
+    }
+}
+
 /// `k!` for `k < 10`.
 const FACTORIALS: [f64; 10] = [1.0, 1.0, 2.0, 6.0, 24.0, 120.0, 720.0, 5040.0, 40320.0, 362_880.0];
 

@@ -1,7 +1,8 @@
-//! `nn.Linear`: `y = x · weightᵀ + bias`, with bf16 products on AMX tiles where the CPU has
-//! them (see [`crate::model::amx`]); everything else goes through candle's matmul.
+//! `nn.Linear`: `y = x · weightᵀ + bias`, with bf16 products on AMX tiles or through AVX-512
+//! BF16 where the CPU has them (see [`crate::model::amx`], [`crate::model::dpbf16`]); everything
+//! else goes through candle's matmul.
 
-use crate::model::amx;
+use crate::model::{amx, dpbf16};
 use crate::weights::Loader;
 use candle_core::{CpuStorage, DType, Module, Storage, Tensor};
 use half::bf16;
@@ -21,13 +22,13 @@ impl Linear {
         Linear { weight, bias }
     }
 
-    /// The AMX path: bf16 input and weight on the CPU, one rounding after the bias (as oneDNN).
-    fn forward_amx(&self, x: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    /// The bf16 kernels' path (AMX, else AVX-512 BF16): bf16 input and weight on the CPU, one
+    /// rounding after the bias (as oneDNN).
+    fn forward_bf16(&self, x: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let usable = x.dtype() == DType::BF16
             && self.weight.dtype() == DType::BF16
             && x.device().is_cpu()
-            && x.rank() >= 1
-            && amx::available();
+            && x.rank() >= 1;
         if !usable {
             return Ok(None);
         }
@@ -36,6 +37,13 @@ impl Linear {
         if dims.last() != Some(&k) {
             return Ok(None); // candle's path reports the shape mismatch
         }
+        let kernel = if amx::available() {
+            amx::linear
+        } else if dpbf16::available() && k.is_multiple_of(2) {
+            dpbf16::linear
+        } else {
+            return Ok(None);
+        };
         let m = x.elem_count() / k.max(1);
         let x = x.contiguous()?;
         let bias = match &self.bias {
@@ -52,7 +60,7 @@ impl Linear {
             else {
                 return Ok(None);
             };
-            amx::linear(&xv[xr.0..xr.1], &wv[wr.0..wr.1], bias.as_deref(), (m, n, k))
+            kernel(&xv[xr.0..xr.1], &wv[wr.0..wr.1], bias.as_deref(), (m, n, k))
         };
         *dims.last_mut().expect("rank ≥ 1") = n;
         Ok(Some(Tensor::from_vec::<_, bf16>(out, dims, x.device())?))
@@ -80,7 +88,7 @@ impl LoadLinear for Loader {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        if let Some(y) = self.forward_amx(x)? {
+        if let Some(y) = self.forward_bf16(x)? {
             return Ok(y);
         }
         let y = candle_nn::Linear::new(self.weight.clone(), None).forward(x)?;
@@ -167,18 +175,18 @@ mod tests {
         }
     }
 
-    /// The AMX path against the same arithmetic in f32 (products of the bf16 values summed in
-    /// f32, the bias added, rounded once) on a 3-d input: one bf16 rounding apart at most,
-    /// measured against the output's typical size where the bias cancels the product.
+    /// The bf16 kernels' path against the same arithmetic in f32 (products of the bf16 values
+    /// summed in f32, the bias added, rounded once) on a 3-d input: one bf16 rounding apart at
+    /// most, measured against the output's typical size where the bias cancels the product.
     #[test]
-    fn amx_path_rounds_once_after_the_bias() {
+    fn bf16_kernel_path_rounds_once_after_the_bias() {
         let dev = Device::Cpu;
         let bf = |t: Tensor| t.to_dtype(DType::BF16).unwrap();
         let x = bf(Tensor::randn(0f32, 1.0, (2, 37, 96), &dev).unwrap());
         let w = bf(Tensor::randn(0f32, 0.1, (50, 96), &dev).unwrap());
         let b = bf(Tensor::randn(0f32, 1.0, 50, &dev).unwrap());
-        let Some(fast) = Linear::new(w.clone(), Some(b.clone())).forward_amx(&x).unwrap() else {
-            eprintln!("no AMX on this CPU: only candle's path is used");
+        let Some(fast) = Linear::new(w.clone(), Some(b.clone())).forward_bf16(&x).unwrap() else {
+            eprintln!("neither AMX nor AVX-512 BF16 on this CPU: only candle's path is used");
             return;
         };
         let f32 = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
@@ -193,7 +201,7 @@ mod tests {
             .to_scalar::<f32>()
             .unwrap();
         let worst = crate::model::max_diff(&fast, &want) / mean;
-        println!("AMX bf16 linear vs f32 sums rounded once: max difference {worst:.2e} of the mean |y|");
+        println!("bf16 kernel linear vs f32 sums rounded once: max difference {worst:.2e} of the mean |y|");
         assert!(worst <= 4.0 * 2f32.powi(-8), "{worst}");
     }
 }

@@ -1,10 +1,12 @@
 //! The networks, one module per reference component, with struct fields named after the
 //! reference state-dict entries.
 
+pub mod activation;
 pub mod amx;
 pub mod attention;
 pub mod clip;
 pub mod conv;
+pub mod dpbf16;
 mod exp;
 pub mod linear;
 pub mod phi3;
@@ -13,6 +15,7 @@ pub mod sam;
 pub mod videolisa;
 pub mod xmem;
 
+pub use activation::{gelu_erf, quick_gelu};
 use candle_core::{DType, Device, Module, Tensor};
 use serde::Deserialize;
 
@@ -147,39 +150,6 @@ pub(crate) unsafe fn matmul_into(
         false,
         parallelism,
     );
-}
-
-/// `x · sigmoid(1.702 · x)` (CLIP's quick GELU), in one pass for f32 CPU tensors (three
-/// tensor passes, each a fresh allocation, otherwise); the same arithmetic either way.
-pub fn quick_gelu(x: &Tensor) -> candle_core::Result<Tensor> {
-    struct QuickGelu;
-    impl candle_core::CustomOp1 for QuickGelu {
-        fn name(&self) -> &'static str {
-            "quick-gelu"
-        }
-        fn cpu_fwd(
-            &self,
-            s: &candle_core::CpuStorage,
-            l: &candle_core::Layout,
-        ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-            let (a, b) = l.contiguous_offsets().expect("checked contiguous");
-            let x = &s.as_slice::<f32>()?[a..b];
-            let mut out = vec![0f32; x.len()];
-            use rayon::prelude::*;
-            out.par_chunks_mut(1 << 14)
-                .zip(x.par_chunks(1 << 14))
-                .for_each(|(o, x)| {
-                    for (o, &v) in o.iter_mut().zip(x) {
-                        *o = v * (1.0 / (1.0 + (-(v * 1.702)).exp()));
-                    }
-                });
-            Ok((candle_core::CpuStorage::F32(out), l.shape().clone()))
-        }
-    }
-    if x.device().is_cpu() && x.dtype() == DType::F32 && x.is_contiguous() {
-        return x.apply_op1_no_bwd(&QuickGelu);
-    }
-    x * candle_nn::ops::sigmoid(&(x * 1.702)?)?
 }
 
 /// Runs `f` on the f32 values of `t` in row-major order, borrowing them where `t` is a

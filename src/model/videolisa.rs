@@ -169,7 +169,8 @@ pub struct MmProjector {
 
 impl Module for MmProjector {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.linear2.forward(&self.linear0.forward(x)?.gelu_erf()?)
+        self.linear2
+            .forward(&self.linear0.forward(x)?.apply(&crate::model::gelu_erf)?)
     }
 }
 

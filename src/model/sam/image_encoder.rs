@@ -200,10 +200,13 @@ impl Block {
             self.attn.forward(&x)?
         };
         let x = (shortcut + x)?;
-        let y = self
-            .mlp
-            .lin2
-            .forward(&self.mlp.lin1.forward(&self.norm2.forward(&x)?)?.gelu_erf()?)?;
+        let y = self.mlp.lin2.forward(
+            &self
+                .mlp
+                .lin1
+                .forward(&self.norm2.forward(&x)?)?
+                .apply(&crate::model::gelu_erf)?,
+        )?;
         x + y
     }
 }

@@ -328,8 +328,11 @@ impl MaskDecoder {
     /// channels contiguous, so no transposes around them.
     fn upscale(&self, src: &Tensor) -> candle_core::Result<Tensor> {
         let up = Self::conv_t_2x2(src, &self.upscale1)?;
-        let up = self.upscale_norm.forward_last_dim(&up)?.gelu_erf()?;
-        Self::conv_t_2x2(&up, &self.upscale2)?.gelu_erf()
+        let up = self
+            .upscale_norm
+            .forward_last_dim(&up)?
+            .apply(&crate::model::gelu_erf)?;
+        crate::model::gelu_erf(&Self::conv_t_2x2(&up, &self.upscale2)?)
     }
 
     /// All mask slots: image embeddings `[B, C, h, w]` (one per prompt set), dense PE

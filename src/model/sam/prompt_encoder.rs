@@ -206,9 +206,9 @@ impl PromptEncoder {
     fn embed_masks(&self, masks: &Tensor) -> candle_core::Result<Tensor> {
         let [(w0, b0), (w1, b1), (w2, b2)] = &self.mask_convs;
         let x = conv2d(masks, w0, Some(b0), 0, 2)?;
-        let x = self.mask_norms[0].forward(&x)?.gelu_erf()?;
+        let x = self.mask_norms[0].forward(&x)?.apply(&crate::model::gelu_erf)?;
         let x = conv2d(&x, w1, Some(b1), 0, 2)?;
-        let x = self.mask_norms[1].forward(&x)?.gelu_erf()?;
+        let x = self.mask_norms[1].forward(&x)?.apply(&crate::model::gelu_erf)?;
         conv2d(&x, w2, Some(b2), 0, 1)
     }
 
