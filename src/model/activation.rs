@@ -101,17 +101,33 @@ impl Kernel for Gelu {
     const NAME: &'static str = "gelu-erf";
     #[inline(always)]
     fn run(x: &[f32], out: &mut [f32]) {
-        // every lane through the branch-free form, then the lanes it does not cover (∞, NaN)
-        // again through libm
+        const FRAC: f32 = std::f32::consts::FRAC_1_SQRT_2;
+        // every lane through the forms below |u| = 1.25 (one division), then the lanes at or
+        // above it gathered and put through `erfc`'s (five divisions, two `expf`), then the
+        // lanes neither covers (∞, NaN) through libm
         for (o, &v) in out.iter_mut().zip(x) {
-            *o = gelu_of(erf_lanes(v * std::f32::consts::FRAC_1_SQRT_2), v);
+            *o = gelu_of(erf_below_erfc(v * FRAC), v);
+        }
+        const BLOCK: usize = 1024;
+        let (mut at, mut vals, mut res) = ([0u16; BLOCK], [0f32; BLOCK], [0f32; BLOCK]);
+        for (o, x) in out.chunks_mut(BLOCK).zip(x.chunks(BLOCK)) {
+            let mut n = 0;
+            for (i, &v) in x.iter().enumerate() {
+                if abs_bits(v * FRAC) >= ERFC_FROM {
+                    (at[n], vals[n]) = (i as u16, v);
+                    n += 1;
+                }
+            }
+            for (r, &v) in res[..n].iter_mut().zip(&vals[..n]) {
+                *r = gelu_of(erf_from_erfc(v * FRAC), v);
+            }
+            for (&i, &r) in at[..n].iter().zip(&res[..n]) {
+                o[i as usize] = r;
+            }
         }
         for (o, &v) in out.iter_mut().zip(x) {
             if !v.is_finite() {
-                *o = gelu_of(
-                    candle_core::cpu::erf::erf_f32(v * std::f32::consts::FRAC_1_SQRT_2),
-                    v,
-                );
+                *o = gelu_of(candle_core::cpu::erf::erf_f32(v * FRAC), v);
             }
         }
     }
@@ -231,30 +247,56 @@ fn one_plus(c: &[f32], t: f32) -> f32 {
     1.0 + t * horner(c, t)
 }
 
-/// `erff(u)` for finite `u`.
+/// `erff(u)` for `|u| < 1.25`: `u·(1 + efx)` for tiny `u`, `u + u·P(u²)/Q(u²)` below 0.84375,
+/// `±(1 − (1 − erx − P(|u| − 1)/Q(|u| − 1)))` above (the two quotients share one division).
 #[inline(always)]
-fn erf_lanes(u: f32) -> f32 {
+fn erf_below_erfc(u: f32) -> f32 {
     let ix = abs_bits(u);
     let tiny = 0.125 * (8.0 * u + EFX8 * u);
     let z = u * u;
-    let near = u + u * (horner(&PP, z) / one_plus(&QQ, z));
-    let a = f32::from_bits(ix);
-    let s = a - 1.0;
-    let mid = 1.0 - (1.0 - ERX - horner(&PA, s) / one_plus(&QA, s));
-    let far = 1.0 - erfc_tail(a);
-    let y = if ix < ERFC_FROM { mid } else { far };
-    let y = if ix < ONE_FROM {
-        y
+    let s = f32::from_bits(ix) - 1.0;
+    let (num, den) = if ix < MID_FROM {
+        (horner(&PP, z), one_plus(&QQ, z))
     } else {
-        1.0 - f32::from_bits(0x0380_0000)
+        (horner(&PA, s), one_plus(&QA, s))
     };
-    let y = f32::from_bits(y.to_bits() | (u.to_bits() & 0x8000_0000));
+    let q = num / den;
+    let near = u + u * q;
+    let mid = with_sign_of(1.0 - (1.0 - ERX - q), u);
     if ix < TINY_BELOW {
         tiny
     } else if ix < MID_FROM {
         near
     } else {
-        y
+        mid
+    }
+}
+
+/// `erff(u)` for finite `|u| ≥ 1.25`: `±(1 − erfc(|u|))`, `±(1 − 2^-120)` from 6 on.
+#[inline(always)]
+fn erf_from_erfc(u: f32) -> f32 {
+    let ix = abs_bits(u);
+    let y = if ix < ONE_FROM {
+        1.0 - erfc_tail(f32::from_bits(ix))
+    } else {
+        1.0 - f32::from_bits(0x0380_0000)
+    };
+    with_sign_of(y, u)
+}
+
+/// `y` (positive) with the sign of `u`.
+#[inline(always)]
+fn with_sign_of(y: f32, u: f32) -> f32 {
+    f32::from_bits(y.to_bits() | (u.to_bits() & 0x8000_0000))
+}
+
+/// `erff(u)` for finite `u`.
+#[cfg(test)]
+fn erf_lanes(u: f32) -> f32 {
+    if abs_bits(u) < ERFC_FROM {
+        erf_below_erfc(u)
+    } else {
+        erf_from_erfc(u)
     }
 }
 
