@@ -246,6 +246,7 @@ unsafe fn block_32x32(a: *const u8, lda: usize, b0: *const u8, b1: *const u8, kb
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::linear::bf16_values as values;
 
     fn reference(x: &[bf16], w: &[bf16], bias: Option<&[f32]>, (m, n, k): (usize, usize, usize)) -> Vec<f64> {
         let mut out = vec![0f64; m * n];
@@ -258,16 +259,6 @@ mod tests {
             }
         }
         out
-    }
-
-    fn values(len: usize, seed: u32) -> Vec<bf16> {
-        let mut s = seed;
-        (0..len)
-            .map(|_| {
-                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                bf16::from_f32((s >> 8) as f32 / (1 << 24) as f32 * 2.0 - 1.0)
-            })
-            .collect()
     }
 
     /// Every tail (rows, columns, k) and a bias against an f64 sum of the same bf16 inputs:

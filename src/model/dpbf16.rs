@@ -207,16 +207,7 @@ impl Kernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(len: usize, seed: u32) -> Vec<bf16> {
-        let mut s = seed;
-        (0..len)
-            .map(|_| {
-                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                bf16::from_f32((s >> 8) as f32 / (1 << 24) as f32 * 2.0 - 1.0)
-            })
-            .collect()
-    }
+    use crate::model::linear::bf16_values as values;
 
     /// Every tail (rows, columns, k blocks) and a bias: each output is the f32 sum of the
     /// exact products taken pair by pair in k order, plus the bias, rounded once — as the
@@ -234,6 +225,7 @@ mod tests {
             (13, 600, 1030),
             (2, 513, 3072),
             (0, 5, 4),
+            (3, 5, 0),
         ] {
             let (x, w) = (values(m * k, 1), values(n * k, 2));
             let bias: Vec<f32> = values(n, 3).iter().map(|v| v.to_f32()).collect();

@@ -67,6 +67,19 @@ impl Linear {
     }
 }
 
+/// `len` bf16 values in [−1, 1) from a linear congruential sequence: the bf16 kernels' test
+/// operands.
+#[cfg(test)]
+pub(crate) fn bf16_values(len: usize, seed: u32) -> Vec<bf16> {
+    let mut s = seed;
+    (0..len)
+        .map(|_| {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            bf16::from_f32((s >> 8) as f32 / (1 << 24) as f32 * 2.0 - 1.0)
+        })
+        .collect()
+}
+
 /// `Linear(d_in → d_out)` loading on a checkpoint view (`weight` `[d_out, d_in]`, `bias`).
 pub trait LoadLinear {
     /// The layer under `s`, with or without bias, shapes checked.
