@@ -80,6 +80,23 @@ pub(crate) fn bf16_values(len: usize, seed: u32) -> Vec<bf16> {
         .collect()
 }
 
+impl Linear {
+    /// `x · weightᵀ`. A contiguous input of rank ≥ 3 is one `[rows, in]` product: candle
+    /// multiplies it batch by batch against the broadcast weight, packing the whole weight
+    /// again for each batch (1.7 ms for SAM's decoder MLP on 6 tokens, against 0.4 ms).
+    fn product(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let plain = candle_nn::Linear::new(self.weight.clone(), None);
+        if x.rank() < 3 || !x.is_contiguous() {
+            return plain.forward(x);
+        }
+        let mut dims = x.dims().to_vec();
+        let k = *dims.last().expect("rank ≥ 3");
+        let y = plain.forward(&x.reshape(((), k))?)?;
+        *dims.last_mut().expect("rank ≥ 3") = y.dim(1)?;
+        y.reshape(dims)
+    }
+}
+
 /// `Linear(d_in → d_out)` loading on a checkpoint view (`weight` `[d_out, d_in]`, `bias`).
 pub trait LoadLinear {
     /// The layer under `s`, with or without bias, shapes checked.
@@ -104,7 +121,7 @@ impl Module for Linear {
         if let Some(y) = self.forward_bf16(x)? {
             return Ok(y);
         }
-        let y = candle_nn::Linear::new(self.weight.clone(), None).forward(x)?;
+        let y = self.product(x)?;
         match &self.bias {
             Some(b) => add_bias(y, b),
             None => Ok(y),
@@ -186,6 +203,46 @@ mod tests {
             };
             assert_eq!(bits(&ours), bits(&want));
         }
+    }
+
+    /// Rank-3 and rank-4 inputs through one flattened product: the same bits as candle's
+    /// batched product (each output sums the same products in the same order), for a few
+    /// rows per batch (SAM's decoder tokens) and many (image tokens); strided inputs too.
+    #[test]
+    fn flattened_product_equals_candles_batched_one() {
+        let dev = Device::Cpu;
+        for (dims, k, n) in [
+            (vec![2, 6], 2048, 256),
+            (vec![2, 6], 256, 2048),
+            (vec![2, 300], 256, 128),
+            (vec![2, 3, 5], 64, 40),
+            (vec![1, 577], 1024, 96),
+        ] {
+            let mut shape = dims.clone();
+            shape.push(k);
+            let x = Tensor::randn(0f32, 1.0, shape, &dev).unwrap();
+            let w = Tensor::randn(0f32, 0.05, (n, k), &dev).unwrap();
+            let ours = Linear::new(w.clone(), None).forward(&x).unwrap();
+            let want = candle_nn::Linear::new(w, None).forward(&x).unwrap();
+            assert_eq!(ours.dims(), want.dims());
+            let bits = |t: &Tensor| -> Vec<u32> {
+                let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                v.iter().map(|x| x.to_bits()).collect()
+            };
+            assert_eq!(bits(&ours), bits(&want), "{dims:?} × {k} → {n}");
+        }
+        // a transposed (strided) input keeps candle's path
+        let x = Tensor::randn(0f32, 1.0, (2, 16, 8), &dev)
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap();
+        let w = Tensor::randn(0f32, 0.05, (4, 16), &dev).unwrap();
+        let ours = Linear::new(w.clone(), None).forward(&x).unwrap();
+        assert_eq!(ours.dims(), &[2, 8, 4]);
+        assert_eq!(
+            crate::model::max_diff(&ours, &candle_nn::Linear::new(w, None).forward(&x).unwrap()),
+            0.0
+        );
     }
 
     /// The bf16 kernels' path against the same arithmetic in f32 (products of the bf16 values
